@@ -1,0 +1,1 @@
+"""Runnable demos: `lookinside demo NAME` or `python -m demos.NAME`."""

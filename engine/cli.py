@@ -1,0 +1,211 @@
+"""The ``lookinside`` command: ``fit``, ``plugins``, ``demo``.
+
+Bad input (an unknown dataset or plugin, a bad option value, a missing file)
+ends with a one-line ``lookinside: error: ...`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+MAIN_DEMO = "cnn"
+"""The demo ``lookinside demo`` runs without a name (the README's first command)."""
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        channels = tuple(int(piece) for piece in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected channels like 8,16,32,32, got {text!r}") from None
+    if not channels or min(channels) < 1:
+        raise argparse.ArgumentTypeError(f"channels should be positive integers, got {text!r}")
+    return channels
+
+
+def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-p NAME[:key=value,...]`` and ``-p no:NAME``, repeatable."""
+    parser.add_argument(
+        "-p",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="NAME[:key=value,...]",
+        help="enable a plugin (with options), or turn one off with no:NAME; repeatable",
+    )
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, default_bs: int = 64) -> None:
+    """The dataset options shared by ``fit`` and the demos."""
+    parser.add_argument("--data", default="digits", help="dataset name (default: digits, embedded)")
+    parser.add_argument("--data-dir", default="data", help="folder of torchvision datasets")
+    parser.add_argument("--data-path", default=None, help="path of mnist.pkl.gz for mnist_pkl")
+    parser.add_argument("--download", action="store_true", help="let torchvision download")
+    parser.add_argument("--bs", type=_positive_int, default=default_bs, help="batch size")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookinside",
+        description="Train PyTorch models with plugins on an event bus, and look inside them.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    fit = commands.add_parser("fit", help="train the lesson's CNN on a dataset")
+    add_data_arguments(fit)
+    fit.add_argument("--epochs", type=_non_negative_int, default=5, help="epochs (default 5)")
+    fit.add_argument("--lr", type=_positive_float, default=0.4, help="learning rate (default 0.4)")
+    fit.add_argument(
+        "--channels", type=_channels, default=(8, 16, 32, 32), help="CNN channels, e.g. 8,16,32,32"
+    )
+    fit.add_argument("--out", default="lookinside-out", help="folder for metrics.csv and plots")
+    fit.add_argument("--no-defaults", action="store_true", help="enable only the named plugins")
+    add_plugin_arguments(fit)
+
+    plugins = commands.add_parser("plugins", help="list installed plugins and their options")
+    plugins.add_argument("--events", action="store_true", help="print the training loop")
+    plugins.add_argument("--no-defaults", action="store_true", help="as fit --no-defaults")
+    add_plugin_arguments(plugins)
+
+    demo = commands.add_parser("demo", help=f"run a demo (default: {MAIN_DEMO})")
+    demo.add_argument("name", nargs="?", default=MAIN_DEMO, help="the demo; 'list' lists them")
+    demo.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lookinside`` command; returns the exit status."""
+    from engine.exceptions import LookinsideError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "fit":
+            return _fit(args)
+        if args.command == "plugins":
+            return _plugins(args)
+        return _demo(args.name, args.args)
+    except LookinsideError as exc:
+        print(f"lookinside: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lookinside: interrupted", file=sys.stderr)
+        return 130
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from engine.listing import describe_plugins
+    from engine.listing import training_loop
+    from engine.manager import load_catalog
+    from engine.selection import select
+
+    catalog = load_catalog()
+    if args.events:
+        enabled, _ = select(catalog, args.plugins, not args.no_defaults)
+        print(training_loop(enabled))
+    else:
+        print(describe_plugins(catalog, args.plugins, not args.no_defaults))
+    return 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import torch
+
+    from engine.datasets import load_data
+    from engine.learner import Learner
+    from engine.manager import load_catalog
+    from engine.models import cnn
+
+    catalog = load_catalog()
+    extra = {name: spec.loader for name, spec in catalog.datasets.items()}
+    data = load_data(
+        args.data,
+        extra,
+        bs=args.bs,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        data_path=args.data_path,
+        download=args.download,
+    )
+    torch.manual_seed(args.seed)
+    n_in = data.input_shape[0] if data.input_shape else 1
+    model = cnn(n_out=data.c or 10, channels=args.channels, n_in=n_in)
+    out = Path(args.out)
+    learner = Learner(
+        model,
+        data,
+        lr=args.lr,
+        plugins=args.plugins,
+        defaults=not args.no_defaults,
+        out_dir=out,
+        catalog=catalog,
+    )
+    learner.fit(args.epochs)
+    written = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if written:
+        print(f"wrote {', '.join(written)} to {out}")
+    return 0
+
+
+def available_demos() -> list[str]:
+    """The demo modules in the ``demos`` package."""
+    import demos
+
+    return sorted(
+        info.name for info in pkgutil.iter_modules(demos.__path__) if not info.name.startswith("_")
+    )
+
+
+def _demo(name: str, argv: Sequence[str]) -> int:
+    from engine.exceptions import LookinsideError
+
+    names = available_demos()
+    if name == "list":
+        print("\n".join(names))
+        return 0
+    if name not in names:
+        import difflib
+
+        match = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {match[0]!r}?)" if match else ""
+        raise LookinsideError(f"unknown demo {name!r}{hint}; demos: {', '.join(names)}")
+    module = importlib.import_module(f"demos.{name}")
+    result = module.main(list(argv))
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

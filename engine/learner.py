@@ -1,0 +1,239 @@
+"""The Learner: model, data, loss and optimizer, and the bare training loop.
+
+Everything beyond the loop (moving to a device, metrics, progress, recording,
+schedules...) is a plugin listening to the events of :mod:`engine.events`. The
+loop's firing order and the cancellation table are documented there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from blinker import NamedSignal
+from torch import nn
+
+from engine import events as ev
+from engine.bus import PluginBus
+from engine.data import DataBunch
+from engine.exceptions import CancelBatchException
+from engine.exceptions import CancelEpochException
+from engine.exceptions import CancelTrainException
+from engine.manager import Catalog
+from engine.manager import load_catalog
+from engine.manager import trace_log
+from engine.manager import tracing
+from engine.selection import PluginRequest
+from engine.selection import select
+
+OptFunc = Callable[..., torch.optim.Optimizer]
+
+
+class Learner:
+    """Trains ``model`` on ``data``; plugins do everything beyond the loop.
+
+    What plugins read (and may replace where noted) during a fit:
+
+    - ``model``, ``data``, ``loss_func``, ``opt`` (the optimizer), ``lr``
+    - ``epoch`` (0-based), ``epochs``, ``n_epochs`` (fractional progress),
+      ``n_iter`` (training batches done), ``iters`` (batches in the current pass),
+      ``iter`` (index of the batch in the pass), ``in_train``, ``dl``
+    - ``xb``, ``yb``, ``pred``, ``loss``: replaceable by receivers of the event
+      that sets them and of the following ones
+    - ``log``: per-epoch values observers write (``train_loss``...), new each epoch
+    - ``out_dir``: where observers write files, or ``None``
+    - ``plugins``: the attached plugins by name, in the order they run
+
+    :param model: the network.
+    :param data: a :class:`~engine.data.DataBunch`, or a ``(train, valid)`` pair of
+        loaders (any iterable of ``(xb, yb)`` batches; ``valid`` may be ``None``).
+    :param loss_func: ``loss_func(pred, yb)`` returning a scalar tensor.
+    :param opt_func: ``opt_func(params, lr=lr)`` returning an optimizer.
+    :param lr: the learning rate the optimizer starts with.
+    :param plugins: names (``"device"``, ``"device:device=cpu"``, ``"no:progress"``),
+        ``(name, options)`` pairs, plugin objects or plugin classes.
+    :param defaults: enable the catalogue's default plugins.
+    :param out_dir: the folder observers write plots and CSV files into.
+    :param catalog: the plugin catalogue to resolve names in; by default the
+        installed plugins (:func:`engine.manager.load_catalog`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DataBunch | tuple[Iterable[Any], Iterable[Any] | None],
+        loss_func: Callable[[Any, Any], torch.Tensor] = F.cross_entropy,
+        opt_func: OptFunc = torch.optim.SGD,
+        lr: float = 0.1,
+        plugins: Iterable[PluginRequest] = (),
+        *,
+        defaults: bool = True,
+        out_dir: str | Path | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
+        if not (isinstance(lr, (int, float)) and lr >= 0):
+            raise ValueError(f"lr should be a non-negative number, got {lr!r}")
+        self.model = model
+        self.data = _as_databunch(data)
+        self.loss_func = loss_func
+        self.opt_func = opt_func
+        self.lr = float(lr)
+        self.opt: torch.optim.Optimizer | None = None
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.epoch = 0
+        self.epochs = 0
+        self.n_epochs = 0.0
+        self.n_iter = 0
+        self.iters = 0
+        self.iter = 0
+        self.in_train = False
+        self.dl: Iterable[Any] | None = None
+        self.xb: Any = None
+        self.yb: Any = None
+        self.pred: Any = None
+        self.loss: Any = None
+        self.log: dict[str, Any] = {}
+        self.plugins = PluginBus(self)
+        self._trace = False
+        self._fitting = False
+        requests = list(plugins)
+        if catalog is None and (defaults or any(isinstance(r, (str, tuple)) for r in requests)):
+            catalog = load_catalog()
+        self.catalog = catalog
+        enabled, objects = select(catalog, requests, defaults) if catalog else ([], requests)
+        for item in enabled:
+            self.plugins.add(item.create(), item.spec.name)
+        for plugin in objects:
+            self.plugins.add(plugin)
+
+    def add_plugin(self, plugin: object, name: str | None = None) -> object:
+        """Attach a plugin object; returns it. Names must be unique."""
+        return self.plugins.add(plugin, name)
+
+    def remove_plugin(self, name: str) -> object:
+        """Detach the plugin called ``name``; returns it."""
+        return self.plugins.remove(name)
+
+    @contextmanager
+    def added(self, plugin: object, name: str | None = None) -> Iterator[object]:
+        """Attach ``plugin`` for the duration of a ``with`` block."""
+        attached = self.plugins.add(plugin, name)
+        key = next(key for key, value in self.plugins.items() if value is attached)
+        try:
+            yield attached
+        finally:
+            self.plugins.remove(key)
+
+    def create_opt(self) -> torch.optim.Optimizer:
+        """Create the optimizer over the model's parameters at ``self.lr``."""
+        self.opt = self.opt_func(self.model.parameters(), lr=self.lr)
+        return self.opt
+
+    def fit(self, epochs: int, lr: float | None = None) -> None:
+        """Train for ``epochs`` epochs, validating after each.
+
+        :param epochs: the number of epochs; 0 sends only begin_fit and after_fit.
+        :param lr: a learning rate for every parameter group, replacing the current.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs should be a non-negative integer, got {epochs!r}")
+        if self._fitting:
+            raise RuntimeError("fit() was called while this learner is already fitting")
+        opt = self.opt if self.opt is not None else self.create_opt()
+        if lr is not None:
+            self.lr = float(lr)
+            for group in opt.param_groups:
+                group["lr"] = self.lr
+        self.epochs = epochs
+        self.epoch = 0
+        self._trace = tracing()
+        self._fitting = True
+        try:
+            self._emit(ev.begin_fit)
+            for epoch in range(epochs):
+                self.epoch = epoch
+                self.log = {"epoch": epoch}
+                self._one_pass(self.data.train_dl, True, ev.begin_epoch)
+                if self.data.valid_dl is not None:
+                    with torch.no_grad():
+                        self._one_pass(self.data.valid_dl, False, ev.begin_validate)
+                self._emit(ev.after_epoch)
+        except CancelTrainException:
+            self._emit(ev.after_cancel_train)
+        finally:
+            self._fitting = False
+            self._emit(ev.after_fit)
+
+    def _one_pass(self, dl: Iterable[Any], in_train: bool, begin: NamedSignal) -> None:
+        self.dl = dl
+        self.in_train = in_train
+        self.iters = _length(dl)
+        try:
+            self._emit(begin)
+            for self.iter, batch in enumerate(dl):
+                self._one_batch(batch)
+        except CancelEpochException:
+            self._emit(ev.after_cancel_epoch)
+
+    def _one_batch(self, batch: Any) -> None:
+        self.pred = None
+        self.loss = None
+        try:
+            self.xb, self.yb = batch
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"a batch should be a pair (inputs, targets), got {type(batch).__name__}; "
+                "wrap the loader so it yields (xb, yb)"
+            ) from None
+        try:
+            self._emit(ev.begin_batch)
+            self.pred = self.model(self.xb)
+            self._emit(ev.after_pred)
+            self.loss = self.loss_func(self.pred, self.yb)
+            self._emit(ev.after_loss)
+            if self.in_train:
+                self.loss.backward()
+                self._emit(ev.after_backward)
+                self.opt.step()  # type: ignore[union-attr]
+                self._emit(ev.after_step)
+                self.opt.zero_grad()  # type: ignore[union-attr]
+        except CancelBatchException:
+            # A batch cancelled after backward keeps its gradients (gradient
+            # accumulation relies on it); zero them in after_cancel_batch if needed.
+            self._emit(ev.after_cancel_batch)
+        self._emit(ev.after_batch)
+
+    def _emit(self, signal: NamedSignal) -> None:
+        if self._trace:
+            trace_log.debug("send %s", signal.name)
+        signal.send(self)
+
+    def __repr__(self) -> str:
+        names = ", ".join(self.plugins) or "none"
+        return f"<Learner {type(self.model).__name__} lr={self.lr} plugins: {names}>"
+
+
+def _length(dl: Iterable[Any]) -> int:
+    try:
+        return len(dl)  # type: ignore[arg-type]
+    except TypeError:
+        return 0  # an iterable without a length (e.g. an IterableDataset's loader)
+
+
+def _as_databunch(data: Any) -> DataBunch:
+    if isinstance(data, DataBunch):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return DataBunch(data[0], data[1])
+    raise TypeError(
+        f"data should be a DataBunch or a (train_loader, valid_loader) pair, got "
+        f"{type(data).__name__}"
+    )

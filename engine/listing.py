@@ -1,0 +1,91 @@
+"""Text for ``lookinside plugins``: what is installed, and the loop it makes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from engine.bus import event_methods
+from engine.events import EVENTS
+from engine.manager import Catalog
+from engine.manager import PluginSpec
+from engine.options import REQUIRED
+from engine.selection import Enabled
+from engine.selection import PluginRequest
+from engine.selection import select
+
+
+def _status(spec: PluginSpec, enabled: set[str]) -> str:
+    if spec.required:
+        return "required"
+    if spec.name in enabled:
+        return "on" if not spec.default else "on (default)"
+    return "off (default)" if spec.default else "off"
+
+
+def _format_default(value: object) -> str:
+    if value is REQUIRED:
+        return "REQUIRED"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def describe_plugins(
+    catalog: Catalog, requests: Iterable[PluginRequest] = (), defaults: bool = True
+) -> str:
+    """Every catalogued plugin: status, origin, order, events, options and doc."""
+    chosen, _ = select(catalog, requests, defaults)
+    enabled = {item.spec.name for item in chosen}
+    lines: list[str] = []
+    specs = sorted(catalog.plugins.values(), key=lambda s: (s.order or 0, s.name))
+    for spec in specs:
+        origin = spec.origin
+        version = f"{origin.distribution} {origin.version}".strip()
+        order = "" if spec.order is None else f", order {spec.order}"
+        lines.append(f"{spec.name}  [{_status(spec, enabled)}]  {version}{order}")
+        if spec.doc:
+            lines.append(f"    {spec.doc}")
+        lines.append(f"    events: {', '.join(spec.events) or '(decided when created)'}")
+        for option in spec.options:
+            help_text = f"  {option.help}" if option.help else ""
+            lines.append(
+                f"    -p {spec.name}:{option.name}=  ({option.type_name}; default "
+                f"{_format_default(option.default)}){help_text}"
+            )
+    if catalog.unloaded:
+        lines.append("")
+        lines.append("Not loaded (LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD is set; load with -p NAME):")
+        for name, ep in sorted(catalog.unloaded.items()):
+            lines.append(f"  {name}  ({ep.value})")
+    if catalog.broken:
+        lines.append("")
+        lines.append("Broken plugins (they failed to load; everything else works):")
+        for broken in catalog.broken.values():
+            origin = broken.origin
+            lines.append(
+                f"  {broken.name}  [{origin.distribution} {origin.version}, entry point "
+                f"'{origin.entry_point}']"
+            )
+            lines.append(f"    {broken.error}")
+    return "\n".join(lines)
+
+
+def training_loop(enabled: list[Enabled], objects: Iterable[object] = ()) -> str:
+    """For each event, the plugins that receive it, in the order they run."""
+    rows: list[tuple[int, int, str, set[str]]] = []
+    for index, item in enumerate(enabled):
+        plugin = item.create()
+        order = getattr(plugin, "order", 0)
+        rows.append((order, index, item.spec.name, set(event_methods(plugin, item.spec.name))))
+    for index, plugin in enumerate(objects, start=len(rows)):
+        name = getattr(plugin, "name", type(plugin).__name__)
+        rows.append((getattr(plugin, "order", 0), index, name, set(event_methods(plugin, name))))
+    rows.sort()
+    width = max(len(event) for event in EVENTS)
+    lines = []
+    for event in EVENTS:
+        names = [name for _, _, name, events in rows if event in events]
+        lines.append(f"{event:<{width}}  {', '.join(names) or '-'}")
+    return "\n".join(lines)

@@ -1,0 +1,324 @@
+"""The plugin door: load plugin modules through entry points and catalogue them.
+
+Built-in plugins and third-party ones come through the same door, the
+``lookinside.plugins`` entry-point group. :func:`make_plugin_manager` builds a
+pluggy manager (never at import time) and :func:`load_catalog` turns what it
+loaded into a :class:`Catalog`: every plugin's name, factory, options and origin,
+and every module that failed to load, with its error.
+
+Environment variables:
+
+``LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD=1``
+    Third-party entry points are not imported unless named (``-p NAME`` or
+    ``plugins=["NAME"]``). The built-in plugins of the ``lookinside``
+    distribution always load.
+``LOOKINSIDE_TRACE=1``
+    Log every hook call (and every event sent, see :mod:`engine.bus`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import inspect
+import logging
+import os
+from collections.abc import Callable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from engine import hookspecs
+from engine.events import EVENTS
+from engine.exceptions import PluginError
+from engine.options import Option
+from engine.options import options_from_factory
+
+BUILTIN_DISTRIBUTION = "lookinside"
+"""Entry points of this distribution load even when autoload is disabled."""
+
+REQUIRED_PLUGINS = ("train_eval",)
+"""Plugins the loop needs; they are always enabled and cannot be turned off."""
+
+trace_log = logging.getLogger("lookinside.trace")
+"""The logger ``LOOKINSIDE_TRACE=1`` writes to (a stderr handler is added if none)."""
+
+
+def tracing() -> bool:
+    """Whether ``LOOKINSIDE_TRACE`` asks for a log of hooks and events."""
+    if os.environ.get("LOOKINSIDE_TRACE", "").strip().lower() in ("", "0", "false", "no"):
+        return False
+    if not trace_log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        trace_log.addHandler(handler)
+    trace_log.setLevel(logging.DEBUG)
+    return True
+
+
+def autoload_enabled() -> bool:
+    """False when ``LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD`` is set to a true value."""
+    value = os.environ.get("LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD", "").strip().lower()
+    return value in ("", "0", "false", "no")
+
+
+@dataclass
+class Origin:
+    """Where a plugin module came from."""
+
+    entry_point: str
+    """``name = module`` as written in the distribution's metadata."""
+    distribution: str
+    """The distribution's name; ``"(local)"`` for modules added by hand."""
+    version: str
+
+
+@dataclass
+class PluginSpec:
+    """One plugin as the catalogue knows it, before it is created."""
+
+    name: str
+    factory: Callable[..., Any]
+    origin: Origin
+    default: bool = False
+    options: list[Option] = field(default_factory=list)
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        """Whether the loop needs this plugin (it cannot be turned off)."""
+        return self.name in REQUIRED_PLUGINS and self.origin.distribution == BUILTIN_DISTRIBUTION
+
+    @property
+    def order(self) -> int | None:
+        """The factory's ``order`` attribute, when it is a class that has one."""
+        order = getattr(self.factory, "order", None)
+        return order if isinstance(order, int) else None
+
+    @property
+    def events(self) -> list[str]:
+        """The events the plugin subscribes to, when its factory is a class."""
+        if not isinstance(self.factory, type):
+            return []
+        return [name for name in EVENTS if callable(getattr(self.factory, name, None))]
+
+    def option(self, name: str) -> Option:
+        """The option called ``name``; an error lists the plugin's options."""
+        for option in self.options:
+            if option.name == name:
+                return option
+        known = ", ".join(o.name for o in self.options) or "none"
+        hint = _closest(name, [o.name for o in self.options])
+        raise PluginError(
+            f"plugin {self.name!r} has no option {name!r}{hint}; its options: {known}"
+        )
+
+
+@dataclass
+class BrokenPlugin:
+    """A plugin module that failed to load or register."""
+
+    name: str
+    origin: Origin
+    error: str
+
+    def as_error(self) -> PluginError:
+        return PluginError(
+            f"plugin {self.name!r} (entry point '{self.origin.entry_point}' of "
+            f"distribution {self.origin.distribution} {self.origin.version}) failed "
+            f"to load: {self.error}"
+        )
+
+
+@dataclass
+class DatasetSpec:
+    """A dataset for ``--data NAME``."""
+
+    name: str
+    loader: Callable[..., Any]
+    doc: str
+    origin: Origin
+
+
+@dataclass
+class Catalog:
+    """Every plugin the manager loaded, by name, and those that broke."""
+
+    pm: pluggy.PluginManager
+    plugins: dict[str, PluginSpec] = field(default_factory=dict)
+    broken: dict[str, BrokenPlugin] = field(default_factory=dict)
+    datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    unloaded: dict[str, importlib.metadata.EntryPoint] = field(default_factory=dict)
+    """Third-party entry points not imported because autoload is off."""
+
+    def get(self, name: str) -> PluginSpec:
+        """The plugin called ``name``, loading it now if autoload skipped it."""
+        if name in self.plugins:
+            return self.plugins[name]
+        if name in self.broken:
+            raise self.broken[name].as_error()
+        if name in self.unloaded:
+            _load_entry_point(self, self.unloaded.pop(name))
+            return self.get(name)
+        available = sorted(self.plugins) + sorted(self.unloaded)
+        hint = _closest(name, available)
+        raise PluginError(
+            f"unknown plugin {name!r}{hint}; available: {', '.join(available) or 'none'} "
+            "(`lookinside plugins` lists them)"
+        )
+
+    @property
+    def defaults(self) -> list[str]:
+        """Names of the plugins enabled unless turned off."""
+        return [spec.name for spec in self.plugins.values() if spec.default or spec.required]
+
+    def add_module(self, module: ModuleType, name: str | None = None) -> None:
+        """Load a plugin module by hand (not through an entry point)."""
+        plugin_name = name or module.__name__.rpartition(".")[2]
+        origin = Origin(f"{plugin_name} = {module.__name__}", "(local)", "")
+        _register_module(self, module, plugin_name, origin)
+
+
+def _closest(name: str, candidates: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def make_plugin_manager() -> pluggy.PluginManager:
+    """A fresh pluggy manager for project ``lookinside`` with its hookspecs added."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    if tracing():
+
+        def before(hook_name: str, impls: Any, kwargs: Any) -> None:
+            trace_log.debug("hook %s -> %s", hook_name, [impl.plugin_name for impl in impls])
+
+        def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
+            trace_log.debug("hook %s done", hook_name)
+
+        pm.add_hookcall_monitoring(before, after)
+    return pm
+
+
+def load_catalog(
+    autoload: bool | None = None,
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+) -> Catalog:
+    """Load the plugin modules of the ``lookinside.plugins`` group and catalogue them.
+
+    A module that fails to import or register is recorded in ``catalog.broken``
+    and never stops the others.
+
+    :param autoload: load third-party entry points now; defaults to the
+        ``LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD`` switch. When off they are loaded on
+        first use by name (:meth:`Catalog.get`).
+    :param entry_points: the entry points to use instead of the installed ones
+        (for tests).
+    """
+    if autoload is None:
+        autoload = autoload_enabled()
+    catalog = Catalog(make_plugin_manager())
+    if entry_points is None:
+        entry_points = importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)
+    for ep in entry_points:
+        if autoload or _distribution(ep)[0] == BUILTIN_DISTRIBUTION:
+            _load_entry_point(catalog, ep)
+        else:
+            catalog.unloaded.setdefault(ep.name, ep)
+    return catalog
+
+
+def _distribution(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
+    dist = ep.dist
+    if dist is None:
+        return "(unknown)", ""
+    return dist.metadata["Name"] or "(unknown)", dist.version or ""
+
+
+def _load_entry_point(catalog: Catalog, ep: importlib.metadata.EntryPoint) -> None:
+    dist_name, version = _distribution(ep)
+    origin = Origin(f"{ep.name} = {ep.value}", dist_name, version)
+    if ep.name in catalog.plugins or ep.name in catalog.broken:
+        other = (catalog.plugins.get(ep.name) or catalog.broken[ep.name]).origin
+        if (other.distribution, other.entry_point) == (dist_name, origin.entry_point):
+            return  # the same entry point seen twice (e.g. a dist on sys.path twice)
+        catalog.broken[ep.name] = BrokenPlugin(ep.name, origin, _clash(ep.name, other, origin))
+        catalog.plugins.pop(ep.name, None)
+        return
+    try:
+        module = ep.load()
+    except Exception as exc:  # any import-time error: report it, never crash
+        catalog.broken[ep.name] = BrokenPlugin(ep.name, origin, f"{type(exc).__name__}: {exc}")
+        return
+    _register_module(catalog, module, ep.name, origin)
+
+
+def _clash(name: str, first: Origin, second: Origin) -> str:
+    return (
+        f"two distributions register the plugin name {name!r}: {first.distribution} "
+        f"({first.entry_point}) and {second.distribution} ({second.entry_point}); "
+        "uninstall one of them"
+    )
+
+
+def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -> None:
+    pm = catalog.pm
+    try:
+        pm.register(module, name=name)
+    except Exception as exc:  # pluggy validation: bad hookimpl signatures etc.
+        catalog.broken[name] = BrokenPlugin(name, origin, f"{type(exc).__name__}: {exc}")
+        return
+    others = [plugin for plugin in pm.get_plugins() if plugin is not module]
+    registered: list[PluginSpec] = []
+
+    def register(
+        factory: Callable[..., Any],
+        *,
+        name: str | None = None,
+        default: bool = False,
+        options: list[Option] | None = None,
+        doc: str | None = None,
+    ) -> None:
+        plugin_name = name or origin.entry_point.partition(" = ")[0]
+        if not callable(factory):
+            raise PluginError(
+                f"plugin {plugin_name!r}: register() expects a plugin class or factory, "
+                f"got {factory!r}"
+            )
+        summary = doc or (inspect.getdoc(factory) or "").partition("\n")[0]
+        registered.append(
+            PluginSpec(
+                plugin_name,
+                factory,
+                origin,
+                default=default,
+                options=options_from_factory(factory) if options is None else options,
+                doc=summary,
+            )
+        )
+
+    def register_dataset(name: str, loader: Callable[..., Any], doc: str | None = None) -> None:
+        summary = doc or (inspect.getdoc(loader) or "").partition("\n")[0]
+        catalog.datasets[name] = DatasetSpec(name, loader, summary, origin)
+
+    try:
+        pm.subset_hook_caller("lookinside_register", remove_plugins=others)(register=register)
+        pm.subset_hook_caller("lookinside_datasets", remove_plugins=others)(
+            register=register_dataset
+        )
+    except Exception as exc:
+        pm.unregister(module)
+        catalog.broken[name] = BrokenPlugin(name, origin, f"{type(exc).__name__}: {exc}")
+        return
+    for spec in registered:
+        if spec.name in catalog.plugins:
+            other = catalog.plugins.pop(spec.name).origin
+            catalog.broken[spec.name] = BrokenPlugin(
+                spec.name, origin, _clash(spec.name, other, origin)
+            )
+        else:
+            catalog.plugins[spec.name] = spec

@@ -1,0 +1,1 @@
+"""Built-in observers: plugins that only watch (metrics, recorders, plots, progress)."""

@@ -1,0 +1,103 @@
+"""Write each epoch's ``learner.log`` as a row of a CSV file.
+
+:class:`CSVLogger` runs after the other observers (order 90), so its rows hold
+everything they logged. The file is flushed after every row: when a fit is
+interrupted (Ctrl-C, an error), the epochs already finished are on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from engine.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from engine.learner import Learner
+
+
+class CSVLogger:
+    """Append one CSV row per epoch with every value of ``learner.log``.
+
+    The file is opened (and its folder created) at the start of each fit,
+    replacing what an earlier fit wrote. The header is the keys of the first
+    epoch's log; a key that appears later is left out, a key missing from a later
+    epoch is left empty, and so is a ``None`` value. Floats are written in full
+    precision, so they read back exactly.
+
+    A relative ``path`` is taken inside the learner's ``out_dir``; when the
+    learner has no ``out_dir``, a relative path means nothing is written (an
+    absolute path is always written).
+
+    :param path: the CSV file, relative to the learner's out_dir or absolute.
+    """
+
+    name = "csv_logger"
+    order = 90
+
+    def __init__(self, path: str | Path = "metrics.csv") -> None:
+        if not isinstance(path, (str, Path)) or not str(path).strip():
+            raise ValueError(
+                f"plugin 'csv_logger': 'path' should be a non-empty file path, got {path!r}"
+            )
+        self.path = Path(path)
+        """The path as given."""
+        self.file_path: Path | None = None
+        """Where the current (or last) fit writes, or ``None`` when it writes nothing."""
+        self.fieldnames: list[str] | None = None
+        """The columns of the file, set by the first epoch of a fit."""
+        self._file: IO[str] | None = None
+        self._writer: csv.DictWriter[str] | None = None
+
+    def resolve(self, out_dir: Path | None) -> Path | None:
+        """Where the file goes for a learner whose out_dir is ``out_dir``.
+
+        :param out_dir: the learner's output folder, or ``None``.
+        :returns: the file's path, or ``None`` when nothing should be written.
+        """
+        if self.path.is_absolute():
+            return self.path
+        if out_dir is None:
+            return None
+        return Path(out_dir) / self.path
+
+    def begin_fit(self, learner: Learner) -> None:
+        self._close()
+        self.fieldnames = None
+        self.file_path = self.resolve(learner.out_dir)
+        if self.file_path is None:
+            return
+        self.file_path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.file_path.open("w", newline="", encoding="utf-8")
+
+    def after_epoch(self, learner: Learner) -> None:
+        if self._file is None:
+            return
+        if self._writer is None:
+            self.fieldnames = list(learner.log)
+            self._writer = csv.DictWriter(
+                self._file, fieldnames=self.fieldnames, restval="", extrasaction="ignore"
+            )
+            self._writer.writeheader()
+        self._writer.writerow(learner.log)
+        self._file.flush()
+
+    def after_fit(self, learner: Learner) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        self._writer = None
+        if self._file is not None:
+            handle, self._file = self._file, None
+            handle.close()
+
+
+@hookimpl
+def lookinside_register(register: Callable[..., Any]) -> None:
+    """Register :class:`CSVLogger`, enabled by default.
+
+    :param register: the registration function bound to this module.
+    """
+    register(CSVLogger, default=True)

@@ -1,0 +1,326 @@
+"""Record the loss and the optimizer's hyper-parameters at every training batch.
+
+:class:`Recorder` is the lesson's window on a fit: the loss batch by batch, the
+learning rate (and momentum, weight decay, betas...) the optimizer used for it,
+and plots of both. Reading hyper-parameters from ``opt.param_groups`` costs no
+device synchronisation; the losses stay on their device, as detached 0-d tensors,
+until the end of the epoch, when they are read back in one go.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import torch
+from torch import Tensor
+
+from engine.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import os
+
+    from matplotlib.axes import Axes
+
+    from engine.learner import Learner
+
+PLOT_FILES: tuple[str, ...] = ("loss.png", "lr.png", "loss_vs_lr.png")
+"""The files :meth:`Recorder.save_plots` writes."""
+
+_Field: TypeAlias = tuple[str, str, int | None]
+"""A recorded hyper-parameter: its name, its param-group key, its index in a tuple."""
+
+
+class Recorder:
+    """Record the training loss and each parameter group's hyper-parameters per batch.
+
+    Every training batch that got a loss adds one record: the loss, and for each
+    parameter group of the optimizer every numeric hyper-parameter (``lr``,
+    ``momentum``, ``weight_decay``, ``eps``...; a pair such as ``betas`` becomes
+    ``beta1`` and ``beta2``). A group or hyper-parameter that appears during the
+    fit is padded with NaN for the records before it. After each epoch the
+    validation loss is taken from ``learner.log`` when the ``metrics`` observer
+    put one there.
+
+    Records are reset by ``begin_fit``: each fit starts fresh. After the fit,
+    when the learner has an ``out_dir``, the plots are written there as
+    ``loss.png``, ``lr.png`` and ``loss_vs_lr.png`` (also when the fit failed).
+
+    :param save: write the plots into the learner's out_dir after the fit.
+    """
+
+    name = "recorder"
+    order = 20
+
+    def __init__(self, save: bool = True) -> None:
+        if not isinstance(save, bool):
+            raise TypeError(f"plugin 'recorder': 'save' should be a bool, got {save!r}")
+        self.save = save
+        """Whether ``after_fit`` writes the plots into the learner's out_dir."""
+        self.hypers: dict[str, list[list[float]]] = {}
+        """Hyper-parameter name -> one list per parameter group, one value per record."""
+        self.iterations: list[int] = []
+        """Per record, the index of its batch among the fit's training batches."""
+        self.valid_losses: list[float] = []
+        """The validation loss of each epoch that had one."""
+        self.valid_iterations: list[int] = []
+        """Per validation loss, the index of the last training batch before it."""
+        self._losses: list[float] = []
+        self._pending: list[Tensor] = []
+        self._fields: list[_Field] = []
+        self._n_groups = 0
+        self._seen = 0
+
+    # -- what was recorded -------------------------------------------------
+
+    @property
+    def losses(self) -> list[float]:
+        """The training loss of each record (reading it mid-epoch syncs the device)."""
+        self._flush()
+        return self._losses
+
+    @property
+    def lrs(self) -> list[list[float]]:
+        """The learning rate of each record, one list per parameter group."""
+        return self.hypers.get("lr", [])
+
+    def __len__(self) -> int:
+        return len(self.iterations)
+
+    # -- events --------------------------------------------------------------
+
+    def begin_fit(self, learner: Learner) -> None:
+        self.hypers = {}
+        self.iterations = []
+        self.valid_losses = []
+        self.valid_iterations = []
+        self._losses = []
+        self._pending = []
+        self._fields = []
+        self._n_groups = 0
+        self._seen = 0
+
+    def after_batch(self, learner: Learner) -> None:
+        if not learner.in_train:
+            return
+        index = self._seen
+        self._seen += 1
+        loss = learner.loss
+        if loss is None:
+            return
+        opt = learner.opt
+        if opt is not None:
+            self._record_hypers(opt.param_groups)
+        self._pending.append(loss.detach())
+        self.iterations.append(index)
+
+    def after_epoch(self, learner: Learner) -> None:
+        self._flush()
+        valid = learner.log.get("valid_loss")
+        if isinstance(valid, (int, float)) and not isinstance(valid, bool):
+            self.valid_losses.append(float(valid))
+            self.valid_iterations.append(max(self._seen - 1, 0))
+
+    def after_fit(self, learner: Learner) -> None:
+        self._flush()
+        if self.save and learner.out_dir is not None and self.iterations:
+            self.save_plots(learner.out_dir)
+
+    # -- recording -----------------------------------------------------------
+
+    def _flush(self) -> None:
+        if self._pending:
+            # one host-device synchronisation for all the losses since the last flush
+            self._losses.extend(torch.stack(self._pending).reshape(-1).tolist())
+            self._pending = []
+
+    def _record_hypers(self, groups: Sequence[dict[str, Any]]) -> None:
+        if len(groups) != self._n_groups:
+            self._layout(groups)
+        for name, key, index in self._fields:
+            for row, group in zip(self.hypers[name], groups):
+                row.append(_read(group, key, index))
+
+    def _layout(self, groups: Sequence[dict[str, Any]]) -> None:
+        """Find the numeric hyper-parameters of every group; pad newcomers with NaN."""
+        done = len(self.iterations)
+        known = {name for name, _, _ in self._fields}
+        for group in groups:
+            for key, value in group.items():
+                for field in _fields_of(key, value):
+                    if field[0] not in known:
+                        known.add(field[0])
+                        self._fields.append(field)
+        for name, _, _ in self._fields:
+            rows = self.hypers.setdefault(name, [])
+            rows.extend([math.nan] * done for _ in range(len(groups) - len(rows)))
+        self._n_groups = len(groups)
+
+    # -- plots ---------------------------------------------------------------
+
+    def plot_loss(self, ax: Axes | None = None, skip_start: int = 0) -> Axes:
+        """Plot the training loss per batch, and the validation loss per epoch.
+
+        Each validation loss is placed at the last training batch of its epoch.
+
+        :param ax: the Axes to draw on; a new figure's when ``None``.
+        :param skip_start: leave out this many records at the start (the first
+            losses are often so high they flatten the rest).
+        """
+        from observers import plots
+
+        if isinstance(skip_start, bool) or not isinstance(skip_start, int) or skip_start < 0:
+            raise ValueError(
+                f"plugin 'recorder': skip_start should be a non-negative int, got {skip_start!r}"
+            )
+        ax = plots.axes_or_new(ax)
+        xs, ys = self.iterations[skip_start:], self.losses[skip_start:]
+        labelled = False
+        if xs:
+            ax.plot(xs, ys, label="train", linewidth=1.0)
+            labelled = True
+        first = xs[0] if xs else 0
+        valid = [(x, y) for x, y in zip(self.valid_iterations, self.valid_losses) if x >= first]
+        if valid:
+            ax.plot([x for x, _ in valid], [y for _, y in valid], "o-", label="valid")
+            labelled = True
+        ax.set_xlabel("batch")
+        ax.set_ylabel("loss")
+        if labelled:
+            ax.legend()
+        return ax
+
+    def plot_lr(self, ax: Axes | None = None, group: int = -1) -> Axes:
+        """Plot the learning rate of one parameter group per batch.
+
+        :param ax: the Axes to draw on; a new figure's when ``None``.
+        :param group: the parameter group's index; the last one by default.
+        """
+        if "lr" not in self.hypers:
+            from observers import plots
+
+            ax = plots.axes_or_new(ax)
+            ax.set_xlabel("batch")
+            ax.set_ylabel("lr")
+            return ax
+        return self.plot_hyper("lr", ax, group)
+
+    def plot_hyper(self, name: str, ax: Axes | None = None, group: int = -1) -> Axes:
+        """Plot one hyper-parameter of one parameter group per batch.
+
+        :param name: a recorded hyper-parameter (``lr``, ``momentum``, ``beta1``...).
+        :param ax: the Axes to draw on; a new figure's when ``None``.
+        :param group: the parameter group's index; the last one by default.
+        """
+        from observers import plots
+
+        values = self._group_values(name, group)
+        ax = plots.axes_or_new(ax)
+        ax.plot(self.iterations[: len(values)], values)
+        ax.set_xlabel("batch")
+        ax.set_ylabel(name)
+        return ax
+
+    def plot_loss_vs_lr(
+        self, ax: Axes | None = None, skip_last: int = 5, group: int = -1
+    ) -> Axes:
+        """Plot the loss against the learning rate, on a log scale (an LR finder's view).
+
+        Records whose learning rate is not positive are left out.
+
+        :param ax: the Axes to draw on; a new figure's when ``None``.
+        :param skip_last: leave out this many records at the end (where the loss
+            of an LR search usually explodes).
+        :param group: the parameter group whose learning rate is the x axis.
+        """
+        from observers import plots
+
+        if isinstance(skip_last, bool) or not isinstance(skip_last, int) or skip_last < 0:
+            raise ValueError(
+                f"plugin 'recorder': skip_last should be a non-negative int, got {skip_last!r}"
+            )
+        ax = plots.axes_or_new(ax)
+        lrs = self._group_values("lr", group) if "lr" in self.hypers else []
+        keep = max(len(lrs) - skip_last, 0)
+        xs, ys = plots.positive_pairs(lrs[:keep], self.losses[:keep])
+        if xs:
+            ax.plot(xs, ys)
+            ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("loss")
+        return ax
+
+    def save_plots(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Write ``loss.png``, ``lr.png`` and ``loss_vs_lr.png`` into ``directory``.
+
+        Each file is written atomically (a temporary file, then a rename); the
+        folder is created if needed.
+
+        :param directory: the folder to write into.
+        :returns: the paths written.
+        """
+        from observers import plots
+
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        drawers: list[Callable[..., Axes]] = [self.plot_loss, self.plot_lr, self.plot_loss_vs_lr]
+        written = []
+        for filename, draw in zip(PLOT_FILES, drawers):
+            figure = plots.new_figure()
+            draw(ax=figure.add_subplot())
+            written.append(plots.save_figure(figure, folder / filename))
+        return written
+
+    def _group_values(self, name: str, group: int) -> list[float]:
+        if name not in self.hypers:
+            known = ", ".join(self.hypers) or "none yet"
+            raise ValueError(
+                f"plugin 'recorder': no hyper-parameter {name!r} was recorded; "
+                f"recorded: {known}"
+            )
+        rows = self.hypers[name]
+        if isinstance(group, bool) or not isinstance(group, int) or not -len(rows) <= group < len(rows):
+            raise ValueError(
+                f"plugin 'recorder': group should be an index into the {len(rows)} "
+                f"parameter group(s), got {group!r}"
+            )
+        return rows[group]
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    # a learning rate given as a tensor: only a CPU one, read without a device sync
+    return isinstance(value, Tensor) and value.numel() == 1 and value.device.type == "cpu"
+
+
+def _fields_of(key: str, value: Any) -> list[_Field]:
+    if key == "params":
+        return []
+    if _is_number(value):
+        return [(key, key, None)]
+    if isinstance(value, (tuple, list)) and 0 < len(value) <= 4 and all(map(_is_number, value)):
+        stem = key.removesuffix("s")
+        return [(f"{stem}{i + 1}", key, i) for i in range(len(value))]
+    return []
+
+
+def _read(group: dict[str, Any], key: str, index: int | None) -> float:
+    try:
+        value = group[key] if index is None else group[key][index]
+        return float(value)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return math.nan
+
+
+@hookimpl
+def lookinside_register(register: Callable[..., Any]) -> None:
+    """Register :class:`Recorder`, enabled by default.
+
+    :param register: the registration function bound to this module.
+    """
+    register(Recorder, default=True)

@@ -1,0 +1,193 @@
+"""Attaching plugins: order, isolation, references, and the contract's error messages."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import weakref
+from typing import Any
+
+import pytest
+
+from engine import Learner
+from engine import PluginValidationError
+from engine.events import after_loss
+from tests.helpers import Spy
+from tests.helpers import tiny_data
+from tests.helpers import tiny_model
+
+
+def make(*plugins: object) -> Learner:
+    return Learner(tiny_model(), tiny_data(), plugins=list(plugins), defaults=False)
+
+
+class Tagged:
+    """Appends its tag to a shared list on every after_loss."""
+
+    def __init__(self, tag: str, calls: list[str], order: int = 0) -> None:
+        self.name = tag
+        self.order = order
+        self.calls = calls
+
+    def after_loss(self, learner: Any) -> None:
+        self.calls.append(self.name)
+
+
+def test_order_attribute_then_registration_order() -> None:
+    calls: list[str] = []
+    learner = make(
+        Tagged("late", calls, order=5),
+        Tagged("first_tie", calls),
+        Tagged("early", calls, order=-1),
+        Tagged("second_tie", calls),
+    )
+    learner.fit(1)
+    assert calls[:4] == ["early", "first_tie", "second_tie", "late"]
+    assert list(learner.plugins) == ["early", "first_tie", "second_tie", "late"]
+    assert learner.plugins.receivers("after_loss") == ["early", "first_tie", "second_tie", "late"]
+
+
+def test_plugin_added_later_with_lower_order_runs_first() -> None:
+    calls: list[str] = []
+    learner = make(Tagged("a", calls), Tagged("b", calls))
+    learner.add_plugin(Tagged("z", calls, order=-10))
+    learner.fit(1)
+    assert calls[:3] == ["z", "a", "b"]
+
+
+def test_two_learners_never_see_each_others_events() -> None:
+    first, second = Spy(), Spy()
+    one = make(first)
+    make(second)
+    one.fit(1)
+    assert first.seen and second.seen == []
+
+
+def test_plugin_defined_inside_a_function_keeps_receiving() -> None:
+    """blinker's default weak references would drop it; the bus holds it strongly."""
+
+    def build() -> tuple[Learner, list[str]]:
+        calls: list[str] = []
+
+        class Local:
+            def after_loss(self, learner: Any) -> None:
+                calls.append("local")
+
+        return make(Local()), calls
+
+    learner, calls = build()
+    gc.collect()
+    learner.fit(1)
+    assert calls == ["local"] * 3
+
+
+def test_detached_plugin_is_released() -> None:
+    plugin = Spy()
+    learner = make(plugin)
+    ref = weakref.ref(plugin)
+    assert learner.remove_plugin("spy") is plugin
+    del plugin
+    gc.collect()
+    assert ref() is None
+    learner.fit(1)  # still runs with nothing attached
+
+
+def test_plugins_are_released_with_their_learner() -> None:
+    plugin = Spy()
+    learner = make(plugin)
+    learner.fit(1)
+    ref = weakref.ref(plugin)
+    del plugin, learner
+    gc.collect()
+    assert ref() is None
+    assert not any(after_loss.receivers_for(object()))
+
+
+def test_added_context_manager_detaches_on_error() -> None:
+    learner = make()
+    with pytest.raises(ZeroDivisionError), learner.added(Spy()):
+        assert "spy" in learner.plugins
+        _ = 1 / 0
+    assert "spy" not in learner.plugins
+
+
+def test_typo_in_event_name_suggests_the_right_one() -> None:
+    class Typo:
+        def after_los(self, learner: Any) -> None:
+            pass
+
+    with pytest.raises(PluginValidationError) as info:
+        make(Typo())
+    message = str(info.value)
+    assert "plugin 'typo': method 'after_los' looks like an event" in message
+    assert "did you mean 'after_loss'?" in message
+
+
+def test_wrong_receiver_signature_names_plugin_event_expected_and_got() -> None:
+    class EarlyStop:
+        def after_epoch(self, learner: Any, metric: float) -> None:
+            pass
+
+    with pytest.raises(PluginValidationError) as info:
+        make(EarlyStop())
+    assert str(info.value).startswith(
+        "plugin 'early_stop': receiver for 'after_epoch' takes (self, learner: 'Any', "
+        "metric: 'float') -> 'None' but the event sends (learner)."
+    )
+
+
+def test_receiver_taking_no_learner_is_rejected() -> None:
+    class NoArg:
+        def begin_fit(self) -> None:
+            pass
+
+    with pytest.raises(PluginValidationError, match="receiver for 'begin_fit' takes \\(self\\)"):
+        make(NoArg())
+
+
+def test_receiver_with_extra_keyword_arguments_is_accepted() -> None:
+    class Flexible:
+        def begin_fit(self, learner: Any, **kwargs: Any) -> None:
+            self.called = True
+
+    plugin = Flexible()
+    make(plugin).fit(0)
+    assert plugin.called
+
+
+def test_order_must_be_an_int_and_names_unique() -> None:
+    class Bad:
+        order = "first"
+
+        def begin_fit(self, learner: Any) -> None:
+            pass
+
+    with pytest.raises(PluginValidationError, match="plugin 'bad': 'order' must be an int"):
+        make(Bad())
+    with pytest.raises(PluginValidationError, match="a plugin named 'spy' is already attached"):
+        make(Spy(), Spy())
+
+
+def test_unknown_plugin_lookup_lists_attached() -> None:
+    learner = make(Spy())
+    with pytest.raises(KeyError, match="no plugin named 'metrics' is attached \\(attached: spy\\)"):
+        learner.plugins["metrics"]
+
+
+def test_trace_logs_every_send_and_receiver_in_order(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("LOOKINSIDE_TRACE", "1")
+    calls: list[str] = []
+    learner = make(Tagged("a", calls), Tagged("b", calls, order=1))
+    with caplog.at_level(logging.DEBUG, logger="lookinside.trace"):
+        learner.fit(1)
+    messages = [record.getMessage() for record in caplog.records if record.name == "lookinside.trace"]
+    first_loss = messages.index("send after_loss")
+    assert messages[first_loss : first_loss + 4] == [
+        "send after_loss",
+        "  a.after_loss",
+        "  b.after_loss",
+        "send after_backward",
+    ]
+    assert messages[0] == "send begin_fit" and messages[-1] == "send after_fit"

@@ -1,0 +1,246 @@
+"""The loop: exact event sequences, cancellation, cleanup, and what plugins may change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from engine import CancelBatchException
+from engine import CancelEpochException
+from engine import CancelTrainException
+from engine import Learner
+from plugins.train_eval import TrainEval
+from tests.helpers import Spy
+from tests.helpers import tiny_data
+from tests.helpers import tiny_model
+
+TRAIN = ["begin_batch", "after_pred", "after_loss", "after_backward", "after_step", "after_batch"]
+VALID = ["begin_batch", "after_pred", "after_loss", "after_batch"]
+
+
+def epoch(train: list[str] | None = None, valid: list[str] | None = None) -> list[str]:
+    """One epoch of 2 training batches and 1 validation batch."""
+    train = TRAIN * 2 if train is None else train
+    valid = VALID if valid is None else valid
+    return ["begin_epoch", *train, "begin_validate", *valid, "after_epoch"]
+
+
+class Raiser:
+    """Raises ``exc`` at ``event`` when ``when(learner)`` is true."""
+
+    name = "raiser"
+    order = 10
+
+    def __init__(self, event: str, exc: BaseException | type[BaseException], when: Any = None) -> None:
+        self.event = event
+        self.exc = exc
+        self.when = when or (lambda learner: True)
+        setattr(self, event, self._fire)
+
+    def _fire(self, learner: Any) -> None:
+        if self.when(learner):
+            raise self.exc
+
+
+def run(spy: Spy, *extra: object, epochs: int = 2) -> Learner:
+    learner = Learner(tiny_model(), tiny_data(), lr=0.1, plugins=[TrainEval(), spy, *extra], defaults=False)
+    learner.fit(epochs)
+    return learner
+
+
+def test_event_sequence_two_epochs(spy: Spy) -> None:
+    """2 epochs x 2 training batches x 1 validation batch, in the documented order."""
+    run(spy)
+    assert spy.seen == ["begin_fit", *epoch(), *epoch(), "after_fit"]
+
+
+def test_zero_epochs_sends_only_fit_events(spy: Spy) -> None:
+    run(spy, epochs=0)
+    assert spy.seen == ["begin_fit", "after_fit"]
+
+
+def test_cancel_batch_after_pred_skips_rest_of_batch(spy: Spy) -> None:
+    run(spy, Raiser("after_pred", CancelBatchException, lambda learner: learner.in_train), epochs=1)
+    cancelled = ["begin_batch", "after_pred", "after_cancel_batch", "after_batch"]
+    assert spy.seen == ["begin_fit", *epoch(train=cancelled * 2), "after_fit"]
+
+
+def test_cancel_batch_after_backward_skips_the_step(spy: Spy) -> None:
+    learner = Learner(tiny_model(), tiny_data(), plugins=[TrainEval(), spy], defaults=False)
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    with learner.added(Raiser("after_backward", CancelBatchException)):
+        learner.fit(1)
+    cancelled = ["begin_batch", "after_pred", "after_loss", "after_backward", "after_cancel_batch", "after_batch"]
+    assert spy.seen == ["begin_fit", *epoch(train=cancelled * 2), "after_fit"]
+    for key, value in learner.model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_cancel_epoch_in_training_still_validates(spy: Spy) -> None:
+    run(spy, Raiser("begin_batch", CancelEpochException, lambda learner: learner.in_train), epochs=1)
+    train = ["begin_batch", "after_cancel_epoch"]
+    assert spy.seen == ["begin_fit", "begin_epoch", *train, "begin_validate", *VALID, "after_epoch", "after_fit"]
+
+
+def test_cancel_epoch_from_begin_epoch(spy: Spy) -> None:
+    run(spy, Raiser("begin_epoch", CancelEpochException), epochs=1)
+    assert spy.seen == [
+        "begin_fit", "begin_epoch", "after_cancel_epoch", "begin_validate", *VALID, "after_epoch", "after_fit"
+    ]
+
+
+def test_cancel_epoch_from_begin_validate_skips_validation(spy: Spy) -> None:
+    run(spy, Raiser("begin_validate", CancelEpochException), epochs=1)
+    assert spy.seen == [
+        "begin_fit", "begin_epoch", *TRAIN * 2, "begin_validate", "after_cancel_epoch", "after_epoch", "after_fit"
+    ]
+
+
+def test_cancel_epoch_during_validation(spy: Spy) -> None:
+    run(spy, Raiser("after_loss", CancelEpochException, lambda learner: not learner.in_train), epochs=1)
+    valid = ["begin_batch", "after_pred", "after_loss", "after_cancel_epoch"]
+    assert spy.seen == ["begin_fit", *epoch(valid=valid), "after_fit"]
+
+
+def test_cancel_train_mid_epoch(spy: Spy) -> None:
+    def second_epoch_first_batch(learner: Any) -> bool:
+        return learner.epoch == 1 and learner.in_train and learner.iter == 0
+
+    run(spy, Raiser("after_step", CancelTrainException, second_epoch_first_batch))
+    partial = ["begin_epoch", *TRAIN[:-1]]
+    assert spy.seen == ["begin_fit", *epoch(), *partial, "after_cancel_train", "after_fit"]
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ("begin_fit", ["begin_fit"]),
+        ("begin_validate", ["begin_fit", "begin_epoch", *TRAIN * 2, "begin_validate"]),
+        ("after_epoch", ["begin_fit", *epoch()]),
+        ("after_cancel_batch", ["begin_fit", "begin_epoch", "begin_batch", "after_cancel_batch"]),
+    ],
+)
+def test_cancel_train_from_other_events(spy: Spy, event: str, expected: list[str]) -> None:
+    extra = [Raiser(event, CancelTrainException)]
+    if event == "after_cancel_batch":
+        batch_raiser = Raiser("begin_batch", CancelBatchException)
+        batch_raiser.name = "batch_raiser"
+        extra.append(batch_raiser)
+    run(spy, *extra)
+    assert spy.seen == [*expected, "after_cancel_train", "after_fit"]
+
+
+def test_error_propagates_unchanged_with_a_note_and_after_fit_runs(spy: Spy) -> None:
+    error = RuntimeError("boom")
+    with pytest.raises(RuntimeError) as info:
+        run(spy, Raiser("after_loss", error))
+    assert info.value is error
+    assert "while plugin 'raiser' handled 'after_loss'" in info.value.__notes__
+    assert spy.seen == ["begin_fit", "begin_epoch", "begin_batch", "after_pred", "after_loss", "after_fit"]
+
+
+def test_keyboard_interrupt_still_sends_after_fit(spy: Spy) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        run(spy, Raiser("begin_batch", KeyboardInterrupt))
+    assert spy.seen == ["begin_fit", "begin_epoch", "begin_batch", "after_fit"]
+
+
+def test_error_in_model_forward_still_sends_after_fit(spy: Spy) -> None:
+    learner = Learner(torch.nn.Linear(5, 2), tiny_data(), plugins=[spy], defaults=False)
+    with pytest.raises(RuntimeError):
+        learner.fit(1)
+    assert spy.seen[-1] == "after_fit"
+
+
+def test_validation_runs_without_grad_in_eval_mode() -> None:
+    seen: list[tuple[bool, bool, bool]] = []
+
+    class Watch:
+        def after_pred(self, learner: Any) -> None:
+            seen.append((learner.in_train, learner.model.training, torch.is_grad_enabled()))
+
+    run(Spy(), Watch(), epochs=1)
+    assert seen == [(True, True, True), (True, True, True), (False, False, False)]
+
+
+def test_progress_counters() -> None:
+    seen: list[tuple[float, int]] = []
+
+    class Watch:
+        order = 50
+
+        def after_batch(self, learner: Any) -> None:
+            seen.append((round(learner.n_epochs, 6), learner.n_iter))
+
+    run(Spy(), Watch())
+    assert seen == [(0.5, 1), (1.0, 2), (1.0, 2), (1.5, 3), (2.0, 4), (2.0, 4)]
+
+
+def test_plugins_may_replace_loss() -> None:
+    """Doubling the loss in after_loss doubles the gradient the step uses."""
+
+    def weights_after(*extra: object) -> torch.Tensor:
+        learner = Learner(tiny_model(), tiny_data(), lr=0.1, plugins=[TrainEval(), *extra], defaults=False)
+        start = learner.model.weight.detach().clone()
+        learner.fit(1)
+        return learner.model.weight.detach() - start
+
+    class Double:
+        def after_loss(self, learner: Any) -> None:
+            learner.loss = learner.loss * 2
+
+    class HalfLr:
+        def begin_fit(self, learner: Any) -> None:
+            for group in learner.opt.param_groups:
+                group["lr"] = 0.05
+
+    # one step of SGD: 2x the loss at half the lr moves the weights the same way,
+    # for the first batch exactly; check the first step only.
+    class StopAfterFirstStep:
+        order = 100
+
+        def after_step(self, learner: Any) -> None:
+            raise CancelTrainException
+
+    doubled = weights_after(Double(), HalfLr(), StopAfterFirstStep())
+    plain = weights_after(StopAfterFirstStep())
+    torch.testing.assert_close(doubled, plain)
+
+
+def test_plugins_may_replace_inputs_and_predictions() -> None:
+    class Replace:
+        def begin_batch(self, learner: Any) -> None:
+            learner.xb = torch.zeros_like(learner.xb)
+
+        def after_pred(self, learner: Any) -> None:
+            assert torch.equal(learner.pred, learner.model.bias.expand_as(learner.pred))
+            learner.pred = learner.pred * 0
+
+    class Check:
+        order = 5
+
+        def after_loss(self, learner: Any) -> None:
+            torch.testing.assert_close(learner.loss, torch.log(torch.tensor(2.0)))
+
+    run(Spy(), Replace(), Check(), epochs=1)
+
+
+def test_bad_epochs_and_batches_are_clear_errors(model: torch.nn.Module) -> None:
+    learner = Learner(model, tiny_data(), defaults=False)
+    with pytest.raises(ValueError, match="epochs should be a non-negative integer, got -1"):
+        learner.fit(-1)
+    odd = Learner(model, ([(torch.zeros(2, 3), torch.zeros(2), torch.zeros(2))], None), defaults=False)
+    with pytest.raises(TypeError, match=r"a batch should be a pair \(inputs, targets\)"):
+        odd.fit(1)
+
+
+def test_fit_is_not_reentrant(spy: Spy) -> None:
+    class Nested:
+        def begin_fit(self, learner: Any) -> None:
+            learner.fit(1)
+
+    with pytest.raises(RuntimeError, match="already fitting"):
+        run(spy, Nested())
+    assert spy.seen[-1] == "after_fit"

@@ -1,0 +1,186 @@
+"""The plugin door: discovery through entry points, blocking, broken and unknown plugins."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine import Learner
+from engine import PluginError
+from engine.listing import describe_plugins
+from engine.listing import training_loop
+from engine.manager import load_catalog
+from engine.selection import select
+from tests.helpers import tiny_data
+from tests.helpers import tiny_model
+
+PLUGIN_MODULE = '''
+from engine import hookimpl
+
+class Counter:
+    """Counts training batches."""
+
+    name = "counter"
+    order = 7
+
+    def __init__(self, start: int = 0, label: str = "n") -> None:
+        """:param start: the first count.
+        :param label: a label."""
+        self.count = start
+        self.label = label
+
+    def after_batch(self, learner):
+        if learner.in_train:
+            self.count += 1
+
+@hookimpl
+def lookinside_register(register):
+    register(Counter)
+'''
+
+
+def fake_distribution(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
+    """Write an installed-looking distribution (dist-info + modules) under ``root``."""
+    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # as pip names it
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[lookinside.plugins]\n{lines}\n")
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on sys.path for fake distributions; their modules are unloaded after."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        if name.startswith("fake_"):
+            del sys.modules[name]
+
+
+def test_third_party_plugin_is_discovered_with_its_distribution(site: Path) -> None:
+    fake_distribution(site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE})
+    catalog = load_catalog(autoload=True)
+    spec = catalog.plugins["counter"]
+    assert (spec.origin.distribution, spec.origin.version) == ("lookinside-counter", "1.2.3")
+    assert spec.events == ["after_batch"] and spec.order == 7 and not spec.default
+    assert [(o.name, o.type, o.default, o.help) for o in spec.options] == [
+        ("start", int, 0, "the first count."),
+        ("label", str, "n", "a label."),
+    ]
+    assert "counter" not in catalog.defaults
+    text = describe_plugins(catalog)
+    assert "counter  [off]  lookinside-counter 1.2.3, order 7" in text
+    assert "-p counter:start=  (int; default 0)  the first count." in text
+
+
+def test_enable_by_name_with_converted_options(site: Path) -> None:
+    fake_distribution(site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE})
+    catalog = load_catalog(autoload=True)
+    learner = Learner(tiny_model(), tiny_data(), plugins=["counter:start=10"], catalog=catalog)
+    learner.fit(2)
+    assert learner.plugins["counter"].count == 14  # type: ignore[attr-defined]
+    assert list(learner.plugins)[:3] == ["train_eval", "device", "batch_transform"]
+
+
+def test_builtins_come_through_the_same_door() -> None:
+    catalog = load_catalog(autoload=True)
+    for name in ("train_eval", "device", "batch_transform", "metrics", "recorder", "progress", "csv_logger"):
+        assert catalog.plugins[name].origin.distribution == "lookinside"
+        assert catalog.plugins[name].origin.entry_point.startswith(f"{name} = ")
+    assert catalog.plugins["train_eval"].required
+
+
+def test_no_name_turns_a_default_off_but_not_a_required_one() -> None:
+    catalog = load_catalog(autoload=True)
+    enabled, _ = select(catalog, ["no:progress", "no:recorder"])
+    names = [item.spec.name for item in enabled]
+    assert "progress" not in names and "recorder" not in names and "metrics" in names
+    with pytest.raises(PluginError, match="'train_eval' is required by the training loop"):
+        select(catalog, ["no:train_eval"])
+    with pytest.raises(PluginError, match="unknown plugin 'progres' \\(did you mean 'progress'\\?\\)"):
+        select(catalog, ["no:progres"])
+
+
+def test_unknown_name_lists_available_and_closest(site: Path) -> None:
+    with pytest.raises(PluginError) as info:
+        Learner(tiny_model(), tiny_data(), plugins=["devcie"], catalog=load_catalog(autoload=True))
+    message = str(info.value)
+    assert message.startswith("unknown plugin 'devcie' (did you mean 'device'?); available: ")
+    assert "batch_transform, csv_logger, device" in message
+
+
+def test_broken_entry_point_never_crashes_and_names_its_cause(site: Path) -> None:
+    fake_distribution(
+        site,
+        "lookinside-broken",
+        {"broken": "fake_broken", "counter": "fake_counter"},
+        {"fake_broken": "import not_a_module_anywhere\n", "fake_counter": PLUGIN_MODULE},
+    )
+    catalog = load_catalog(autoload=True)
+    assert "counter" in catalog.plugins  # the rest keep working
+    assert "No module named 'not_a_module_anywhere'" in catalog.broken["broken"].error
+    text = describe_plugins(catalog)
+    assert "Broken plugins" in text and "broken  [lookinside-broken 1.2.3, entry point 'broken = fake_broken']" in text
+    with pytest.raises(PluginError) as info:
+        select(catalog, ["broken"])
+    assert str(info.value) == (
+        "plugin 'broken' (entry point 'broken = fake_broken' of distribution lookinside-broken "
+        "1.2.3) failed to load: ModuleNotFoundError: No module named 'not_a_module_anywhere'"
+    )
+
+
+def test_module_whose_hook_raises_is_reported_broken(site: Path) -> None:
+    source = "from engine import hookimpl\n@hookimpl\ndef lookinside_register(register):\n    raise ValueError('bad config')\n"
+    fake_distribution(site, "lookinside-raises", {"raises": "fake_raises"}, {"fake_raises": source})
+    catalog = load_catalog(autoload=True)
+    assert catalog.broken["raises"].error == "ValueError: bad config"
+
+
+def test_two_distributions_with_one_name_are_both_named(site: Path) -> None:
+    fake_distribution(site, "dist-one", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE})
+    fake_distribution(site, "dist-two", {"counter": "fake_counter_two"}, {"fake_counter_two": PLUGIN_MODULE})
+    catalog = load_catalog(autoload=True)
+    assert "counter" not in catalog.plugins
+    error = catalog.broken["counter"].error
+    assert "dist-one (counter = fake_counter)" in error and "dist-two (counter = fake_counter_two)" in error
+
+
+def test_disabled_autoload_imports_third_party_only_when_named(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_distribution(site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE})
+    monkeypatch.setenv("LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    catalog = load_catalog()
+    assert "fake_counter" not in sys.modules
+    assert "counter" in catalog.unloaded and "metrics" in catalog.plugins
+    assert "Not loaded (LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD" in describe_plugins(catalog)
+    enabled, _ = select(catalog, ["counter"])
+    assert "fake_counter" in sys.modules
+    assert "counter" in [item.spec.name for item in enabled]
+
+
+def test_bad_option_name_and_value_errors(site: Path) -> None:
+    fake_distribution(site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE})
+    catalog = load_catalog(autoload=True)
+    with pytest.raises(PluginError, match="plugin 'counter' has no option 'strat' \\(did you mean 'start'\\?\\); its options: start, label"):
+        select(catalog, ["counter:strat=1"])
+    with pytest.raises(PluginError, match="plugin 'counter': option 'start' expects int, got 'ten'"):
+        select(catalog, ["counter:start=ten"])
+    with pytest.raises(PluginError, match="plugin 'device': unknown device 'gpu'"):
+        Learner(tiny_model(), tiny_data(), plugins=["device:device=gpu"], catalog=catalog)
+
+
+def test_training_loop_printout_lists_plugins_per_event_in_order() -> None:
+    catalog = load_catalog(autoload=True)
+    enabled, _ = select(catalog, ["no:progress"])
+    lines = dict(line.split(None, 1) for line in training_loop(enabled).splitlines() if len(line.split()) > 1)
+    assert lines["begin_batch"] == "device, batch_transform"
+    assert lines["begin_fit"].startswith("train_eval, device, batch_transform")
+    assert "progress" not in training_loop(enabled)

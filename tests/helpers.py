@@ -1,0 +1,48 @@
+"""Test helpers: tiny data and models, a spy plugin that records events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.data import DataBunch
+from engine.events import EVENTS
+
+class Spy:
+    """Records every event it receives, in order, as ``(event, in_train)``."""
+
+    name = "spy"
+    order = 0
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+
+def _make_receiver(event: str) -> Any:
+    def receive(self: Spy, learner: Any) -> None:
+        self.seen.append(event)
+
+    receive.__name__ = event
+    return receive
+
+
+for _event in EVENTS:
+    setattr(Spy, _event, _make_receiver(_event))
+
+
+def tiny_data(n_train: int = 8, n_valid: int = 4, bs: int = 4, seed: int = 0) -> DataBunch:
+    """Linearly separable 2-class data: 2 training batches and 1 validation batch by default."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_valid, 3, generator=gen)
+    y = (x[:, 0] > 0).long()
+    return DataBunch.from_tensors(
+        x[:n_train], y[:n_train], x[n_train:], y[n_train:], bs=bs, valid_bs=n_valid, seed=seed
+    )
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Linear(3, 2)
+
