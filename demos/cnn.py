@@ -47,11 +47,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     torch.manual_seed(args.seed)
     model = cnn(n_out=data.c or 10)
-    learner = Learner(model, data, lr=args.lr, plugins=args.plugins, out_dir=args.out, catalog=catalog)
+    learner = Learner(
+        model, data, lr=args.lr, plugins=args.plugins, out_dir=args.out, catalog=catalog
+    )
 
     print(f"{data.name}: the lesson's CNN {model[0][0]} ... {model[-1]}")
     print("Plugins at each event (lookinside plugins --events):")
-    for event in ("begin_fit", "begin_batch", "after_loss", "after_batch", "after_epoch", "after_fit"):
+    for event in (
+        "begin_fit",
+        "begin_batch",
+        "after_loss",
+        "after_batch",
+        "after_epoch",
+        "after_fit",
+    ):
         print(f"  {event:<12} {', '.join(learner.plugins.receivers(event)) or '-'}")
     learner.fit(args.epochs)
 

@@ -34,7 +34,7 @@ class OrderedSet(MutableSet[Any]):
     def copy(self) -> OrderedSet:
         return OrderedSet(self._items)
 
-    def __or__(self, other: Iterable[Any]) -> OrderedSet:  # type: ignore[override]
+    def __or__(self, other: Iterable[Any]) -> OrderedSet:
         merged = OrderedSet(self._items)
         merged._items.update(dict.fromkeys(other))
         return merged

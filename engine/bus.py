@@ -5,8 +5,8 @@ A plugin is any object whose methods are named after events
 it implements. Optional attributes: ``order`` (an int, lower runs first, default
 0) and ``name`` (defaults to the class name in snake_case).
 
-Receivers are connected with the learner as the sender and held strongly while
-the plugin is attached (blinker's default weak references would silently drop a
+The plugin's bound methods are connected with the learner as the sender and held
+strongly while the plugin is attached (blinker's default weak references would silently drop a
 plugin defined inside a function); detaching releases them.
 """
 
@@ -20,13 +20,11 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from engine import events as _events
-from engine.exceptions import CancelException
 from engine.exceptions import PluginValidationError
-from engine.manager import trace_log
-from engine.manager import tracing
 
 _EVENT_LIKE = re.compile(r"^(begin|after|before)_\w+$")
 
@@ -92,26 +90,6 @@ class _Attached:
     receivers: dict[str, Callable[[Any], None]]
 
 
-def _receiver(name: str, event: str, method: Callable[[Any], Any], trace: bool) -> Callable[[Any], None]:
-    where = f"while plugin {name!r} handled {event!r}"
-
-    def receive(learner: Any) -> None:
-        if trace:
-            trace_log.debug("  %s.%s", name, event)
-        try:
-            method(learner)
-        except CancelException:
-            raise
-        except Exception as exc:
-            notes = getattr(exc, "__notes__", ())
-            if hasattr(exc, "add_note") and where not in notes:
-                exc.add_note(where)
-            raise
-
-    receive.__qualname__ = f"{name}.{event}"
-    return receive
-
-
 def _disconnect(attached: dict[str, _Attached]) -> None:
     # Disconnect from every sender (ANY): that also removes the receiver from
     # signal.receivers, where a per-sender disconnect would leave it, held strongly.
@@ -166,11 +144,7 @@ class PluginBus(Mapping[str, object]):
             raise PluginValidationError(
                 f"plugin {name!r}: 'order' must be an int (lower runs first), got {order!r}"
             )
-        trace = tracing()
-        receivers = {
-            event: _receiver(name, event, method, trace)
-            for event, method in event_methods(plugin, name).items()
-        }
+        receivers = event_methods(plugin, name)
         self._counter += 1
         self._attached[name] = _Attached(name, plugin, order, self._counter, receivers)
         self._reconnect()
@@ -184,6 +158,32 @@ class PluginBus(Mapping[str, object]):
         attached = self._attached.pop(name)
         self._reconnect()
         return attached.plugin
+
+    def receiver_set(self) -> set[Callable[[Any], None]]:
+        """Every receiver this bus connected, for the loop's direct dispatch."""
+        return {r for entry in self._attached.values() for r in entry.receivers.values()}
+
+    def owner(self, receiver: Callable[[Any], None]) -> tuple[str, str] | None:
+        """``(plugin name, event)`` of one of this bus's receivers, else ``None``."""
+        for entry in self._attached.values():
+            for event, method in entry.receivers.items():
+                if method == receiver:
+                    return entry.name, event
+        return None
+
+    def owner_in_traceback(self, tb: TracebackType | None) -> tuple[str, str] | None:
+        """The first of this bus's receivers running in a traceback, if any."""
+        while tb is not None:
+            frame = tb.tb_frame
+            bound_self = frame.f_locals.get("self")
+            for entry in self._attached.values():
+                if entry.plugin is not bound_self:
+                    continue
+                for event, method in entry.receivers.items():
+                    if getattr(method, "__code__", None) is frame.f_code:
+                        return entry.name, event
+            tb = tb.tb_next
+        return None
 
     def receivers(self, event: str) -> list[str]:
         """Names of the plugins that receive ``event``, in the order they run."""

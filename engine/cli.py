@@ -48,7 +48,9 @@ def _channels(text: str) -> tuple[int, ...]:
     try:
         channels = tuple(int(piece) for piece in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected channels like 8,16,32,32, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected channels like 8,16,32,32, got {text!r}"
+        ) from None
     if not channels or min(channels) < 1:
         raise argparse.ArgumentTypeError(f"channels should be positive integers, got {text!r}")
     return channels
@@ -85,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     fit = commands.add_parser("fit", help="train the lesson's CNN on a dataset")
-    add_data_arguments(fit)
-    fit.add_argument("--epochs", type=_non_negative_int, default=5, help="epochs (default 5)")
-    fit.add_argument("--lr", type=_positive_float, default=0.4, help="learning rate (default 0.4)")
+    add_data_arguments(fit, default_bs=16)
+    fit.add_argument("--epochs", type=_non_negative_int, default=10, help="epochs (default 10)")
+    fit.add_argument("--lr", type=_positive_float, default=0.2, help="learning rate (default 0.2)")
     fit.add_argument(
         "--channels", type=_channels, default=(8, 16, 32, 32), help="CNN channels, e.g. 8,16,32,32"
     )

@@ -18,7 +18,8 @@ import gzip
 import inspect
 import math
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 

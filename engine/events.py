@@ -55,25 +55,47 @@ connection order, and see every learner's events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+from typing import TypeVar
+from typing import cast
+
+from blinker import ANY
 from blinker import NamedSignal
 from blinker import Namespace
 
 from engine._ordered_set import OrderedSet
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-class _OrderedSignal(NamedSignal):
-    """A blinker signal that calls its receivers in the order they were connected."""
 
-    set_class = OrderedSet
+class OrderedSignal(NamedSignal):
+    """A blinker signal that calls its receivers in the order they were connected.
+
+    Every connect and disconnect bumps :attr:`generation`, so the loop knows when
+    the receivers it looked up for a learner may have changed.
+    """
+
+    set_class = OrderedSet  # type: ignore[assignment]  # a set in all but its order
+    generation = 0
+    """Counts connections and disconnections on every event signal."""
+
+    def connect(self, receiver: F, sender: Any = ANY, weak: bool = True) -> F:
+        OrderedSignal.generation += 1
+        return super().connect(receiver, sender, weak)
+
+    def disconnect(self, receiver: Callable[..., Any], sender: Any = ANY) -> None:
+        OrderedSignal.generation += 1
+        super().disconnect(receiver, sender)
 
 
 class _EventNamespace(Namespace):
     """The namespace of our events; its signals keep their receivers in order."""
 
-    def signal(self, name: str, doc: str | None = None) -> NamedSignal:
+    def signal(self, name: str, doc: str | None = None) -> OrderedSignal:
         if name not in self:
-            self[name] = _OrderedSignal(name, doc)
-        return self[name]
+            self[name] = OrderedSignal(name, doc)
+        return cast(OrderedSignal, self[name])
 
 
 events = _EventNamespace()
@@ -112,8 +134,7 @@ after_backward = events.signal(
 )
 after_step = events.signal(
     "after_step",
-    doc="Training only: the optimizer stepped; zero_grad comes next. May raise any "
-    "cancellation.",
+    doc="Training only: the optimizer stepped; zero_grad comes next. May raise any cancellation.",
 )
 after_cancel_batch = events.signal(
     "after_cancel_batch",
@@ -145,8 +166,7 @@ after_epoch = events.signal(
 )
 after_cancel_train = events.signal(
     "after_cancel_train",
-    doc="CancelTrainException stopped the fit; after_fit follows. Raises nothing "
-    "the loop catches.",
+    doc="CancelTrainException stopped the fit; after_fit follows. Raises nothing the loop catches.",
 )
 after_fit = events.signal(
     "after_fit",

@@ -24,6 +24,7 @@ from engine.bus import PluginBus
 from engine.data import DataBunch
 from engine.exceptions import CancelBatchException
 from engine.exceptions import CancelEpochException
+from engine.exceptions import CancelException
 from engine.exceptions import CancelTrainException
 from engine.manager import Catalog
 from engine.manager import load_catalog
@@ -104,6 +105,8 @@ class Learner:
         self.plugins = PluginBus(self)
         self._trace = False
         self._fitting = False
+        self._generation = -1
+        self._dispatch: dict[NamedSignal, tuple[Callable[[Any], None], ...] | None] = {}
         requests = list(plugins)
         if catalog is None and (defaults or any(isinstance(r, (str, tuple)) for r in requests)):
             catalog = load_catalog()
@@ -212,13 +215,69 @@ class Learner:
         self._emit(ev.after_batch)
 
     def _emit(self, signal: NamedSignal) -> None:
+        if ev.OrderedSignal.generation != self._generation:
+            self._refresh_dispatch()
+        receivers = self._dispatch[signal]
+        if receivers is None or self._trace:
+            self._send(signal, receivers)
+            return
+        # the same receivers, in the same order, that signal.send(self) would call;
+        # calling them directly skips send's per-receiver coroutine check (~1.5 µs)
+        try:
+            for receiver in receivers:
+                receiver(self)
+        except CancelException:
+            raise
+        except Exception as exc:
+            _add_note(exc, self.plugins.owner(receiver), signal.name)
+            raise
+
+    def _send(
+        self, signal: NamedSignal, receivers: tuple[Callable[[Any], None], ...] | None
+    ) -> None:
+        """Send through blinker (receivers connected by hand), or log each call."""
         if self._trace:
             trace_log.debug("send %s", signal.name)
-        signal.send(self)
+        try:
+            if receivers is None:
+                signal.send(self)
+                return
+            for receiver in receivers:
+                owner = self.plugins.owner(receiver)
+                trace_log.debug("  %s.%s", *(owner or (repr(receiver), signal.name)))
+                receiver(self)
+        except CancelException:
+            raise
+        except Exception as exc:
+            _add_note(exc, self.plugins.owner_in_traceback(exc.__traceback__), signal.name)
+            raise
+
+    def _refresh_dispatch(self) -> None:
+        """Look up each event's receivers for this learner after any (dis)connection.
+
+        When every receiver is one of our plugins' (synchronous) receivers, the
+        loop calls them directly; otherwise (receivers connected by hand, with
+        ``sender=ANY`` or weakly) it goes through ``signal.send``.
+        """
+        owned = self.plugins.receiver_set()
+        for name in ev.EVENTS:
+            signal = ev.events[name]
+            found = tuple(signal.receivers_for(self))
+            self._dispatch[signal] = found if all(r in owned for r in found) else None
+        self._generation = ev.OrderedSignal.generation
 
     def __repr__(self) -> str:
         names = ", ".join(self.plugins) or "none"
         return f"<Learner {type(self.model).__name__} lr={self.lr} plugins: {names}>"
+
+
+def _add_note(exc: Exception, owner: tuple[str, str] | None, event: str) -> None:
+    """Say which plugin raised, on the exception itself (Python 3.11+)."""
+    where = (
+        f"while plugin {owner[0]!r} handled {owner[1]!r}" if owner else f"while sending {event!r}"
+    )
+    if hasattr(exc, "add_note") and where not in getattr(exc, "__notes__", ()):
+        exc.add_note(where)
 
 
 def _length(dl: Iterable[Any]) -> int:

@@ -251,7 +251,7 @@ def _load_entry_point(catalog: Catalog, ep: importlib.metadata.EntryPoint) -> No
         return
     try:
         module = ep.load()
-    except Exception as exc:  # any import-time error: report it, never crash
+    except Exception as exc:  # noqa: BLE001 -- any import-time error: report it, never crash
         catalog.broken[ep.name] = BrokenPlugin(ep.name, origin, f"{type(exc).__name__}: {exc}")
         return
     _register_module(catalog, module, ep.name, origin)
@@ -269,7 +269,7 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
     pm = catalog.pm
     try:
         pm.register(module, name=name)
-    except Exception as exc:  # pluggy validation: bad hookimpl signatures etc.
+    except Exception as exc:  # noqa: BLE001 -- pluggy validation: bad hookimpl signatures etc.
         catalog.broken[name] = BrokenPlugin(name, origin, f"{type(exc).__name__}: {exc}")
         return
     others = [plugin for plugin in pm.get_plugins() if plugin is not module]
@@ -310,7 +310,7 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
         pm.subset_hook_caller("lookinside_datasets", remove_plugins=others)(
             register=register_dataset
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- a plugin's own hook failed: report it
         pm.unregister(module)
         catalog.broken[name] = BrokenPlugin(name, origin, f"{type(exc).__name__}: {exc}")
         return

@@ -10,7 +10,8 @@ in without rewriting the network.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 
 import torch
 from torch import nn

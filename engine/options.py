@@ -66,9 +66,7 @@ def options_from_factory(factory: Callable[..., Any]) -> list[Option]:
         hints = typing.get_type_hints(target)
     except (TypeError, ValueError, NameError):
         return []
-    helps = _param_docs(inspect.getdoc(factory) or "") | _param_docs(
-        inspect.getdoc(target) or ""
-    )
+    helps = _param_docs(inspect.getdoc(factory) or "") | _param_docs(inspect.getdoc(target) or "")
     options = []
     for param in signature.parameters.values():
         if param.name == "self" or param.kind in (
@@ -115,9 +113,7 @@ def parse_plugin_arg(text: str) -> tuple[str, dict[str, str]]:
         elif last is not None:
             raw[last] += "," + piece.strip()
         else:
-            raise PluginError(
-                f"-p {text!r}: option {piece!r} has no value; write key=value"
-            )
+            raise PluginError(f"-p {text!r}: option {piece!r} has no value; write key=value")
     return name, raw
 
 
@@ -129,8 +125,7 @@ def convert(plugin: str, option: Option, value: Any) -> Any:
         return _convert(option.type, value)
     except ValueError as exc:
         raise PluginError(
-            f"plugin {plugin!r}: option {option.name!r} expects {option.type_name}, "
-            f"got {value!r}"
+            f"plugin {plugin!r}: option {option.name!r} expects {option.type_name}, got {value!r}"
         ) from exc
 
 

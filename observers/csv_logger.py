@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO
+from typing import TYPE_CHECKING
+from typing import Any
 
 from engine.hookspecs import hookimpl
 

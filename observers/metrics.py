@@ -3,20 +3,27 @@
 :class:`Metrics` averages the loss and any number of metrics over every sample a
 pass has seen, weighting each batch by its size, so a last, smaller batch counts
 exactly as much as its samples. Nothing is read back from the device during a
-pass: each batch appends a few 0-d tensors to lists, and ``after_epoch`` turns
+pass: each batch appends a few tensors to lists, and ``after_epoch`` turns
 everything into Python numbers with a single host-device synchronisation.
 
 A metric is a function ``f(pred, yb)`` returning the *batch mean* as a 0-d tensor;
-built-in ones are looked up by name in :data:`METRICS`.
+built-in ones are looked up by name in :data:`METRICS`. The built-in ones,
+``accuracy`` and ``error_rate``, both compare ``pred.argmax(-1)`` with the
+targets, so they share one ``argmax`` per batch, and the comparisons are done
+for :data:`CHUNK` batches at once: per batch, the whole observer costs two
+tensor operations (that ``argmax`` and detaching the loss).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,31 +55,59 @@ def error_rate(pred: Tensor, yb: Tensor) -> Tensor:
     return (pred.argmax(dim=-1) != yb).float().mean()
 
 
-def _correct(pred: Tensor, yb: Tensor) -> Tensor:
-    return (pred.argmax(dim=-1) == yb).sum()
-
-
-def _wrong(pred: Tensor, yb: Tensor) -> Tensor:
-    return (pred.argmax(dim=-1) != yb).sum()
-
-
 METRICS: dict[str, MetricFunc] = {"accuracy": accuracy, "error_rate": error_rate}
 """The metrics :class:`Metrics` knows by name."""
 
-_BATCH_SUMS: dict[MetricFunc, MetricFunc] = {accuracy: _correct, error_rate: _wrong}
-"""Cheaper per-batch *sums* for built-in metrics (fewer tensor ops than the mean)."""
+_ARGMAX_METRICS: dict[MetricFunc, bool] = {accuracy: False, error_rate: True}
+"""Metrics computed from ``argmax(pred, -1) == yb``; True for its complement."""
+
+CHUNK = 32
+"""How many batches are folded together (losses stacked, argmax predictions compared)."""
 
 
 @dataclass
 class _Pass:
-    """What one pass (training or validation) accumulated this epoch."""
+    """What one pass (training or validation) accumulated this epoch.
 
-    losses: list[Tensor] = field(default_factory=list)
-    """The detached loss of each batch (a batch mean)."""
+    Per-batch tensors wait in the pending lists until :data:`CHUNK` batches have
+    come, then :meth:`compact` folds them into one tensor per chunk: a few tensor
+    operations per chunk instead of per batch, and few small tensors to keep.
+    """
+
     sizes: list[int] = field(default_factory=list)
     """The number of samples of each batch."""
+    losses: list[Tensor] = field(default_factory=list)
+    """Pending: the detached loss (a batch mean) of each batch."""
     values: list[list[Tensor]] = field(default_factory=list)
-    """Per metric, the value of each batch (a sum or a mean, see ``Metrics``)."""
+    """Pending: per callable metric, its value (a batch mean) for each batch."""
+    guesses: list[Tensor] = field(default_factory=list)
+    """Pending: ``argmax(pred, -1)`` of each batch."""
+    targets: list[Tensor] = field(default_factory=list)
+    """Pending: the targets of each batch."""
+    loss_chunks: list[Tensor] = field(default_factory=list)
+    """The losses of each compacted chunk, a 1-d tensor each."""
+    value_chunks: list[list[Tensor]] = field(default_factory=list)
+    """Per callable metric, its values of each compacted chunk, a 1-d tensor each."""
+    hits: list[Tensor] = field(default_factory=list)
+    """Per compacted chunk, how many argmax predictions were right."""
+    compared: int = 0
+    """How many predictions the ``hits`` count over."""
+
+    def compact(self) -> None:
+        """Fold the pending batches into one tensor per chunk; count argmax hits."""
+        if self.losses:
+            self.loss_chunks.append(torch.stack(self.losses).reshape(-1))
+            self.losses = []
+        for pending, chunks in zip(self.values, self.value_chunks):
+            if pending:
+                chunks.append(torch.stack(pending).reshape(-1))
+                pending.clear()
+        if self.guesses:
+            guesses = torch.cat(self.guesses) if len(self.guesses) > 1 else self.guesses[0]
+            targets = torch.cat(self.targets) if len(self.targets) > 1 else self.targets[0]
+            self.hits.append((guesses == targets).sum())
+            self.compared += guesses.numel()
+            self.guesses, self.targets = [], []
 
 
 class Metrics:
@@ -110,15 +145,16 @@ class Metrics:
         for item in items:
             name, func = _resolve(item)
             if name in self.funcs or name == "loss":
+                clash = "the loss" if name == "loss" else "another metric"
                 raise ValueError(
-                    f"plugin 'metrics': two metrics would be reported as {name!r}; "
-                    "give each a distinct name"
+                    f"plugin 'metrics': metric {name!r} would be reported under the same "
+                    f"name as {clash}; give each a distinct name"
                 )
             self.funcs[name] = func
-        self._batch: list[tuple[MetricFunc, bool]] = [
-            (_BATCH_SUMS[f], True) if f in _BATCH_SUMS else (f, False)
-            for f in self.funcs.values()
-        ]
+        self._argmax = {
+            n: _ARGMAX_METRICS[f] for n, f in self.funcs.items() if f in _ARGMAX_METRICS
+        }
+        self._callables = {n: f for n, f in self.funcs.items() if f not in _ARGMAX_METRICS}
         self.history: list[dict[str, Any]] = []
         """A copy of ``learner.log`` per epoch of the current (or last) fit."""
         self._train = _Pass()
@@ -145,36 +181,54 @@ class Metrics:
 
     def after_loss(self, learner: Learner) -> None:
         acc = self._train if learner.in_train else self._valid
-        pred = learner.pred
-        if pred.requires_grad:
-            pred = pred.detach()
         yb = learner.yb
-        if not acc.sizes:
-            self._first_batch(acc, pred, yb)
-        else:
-            for values, (func, _) in zip(acc.values, self._batch):
-                values.append(func(pred, yb))
+        if self._argmax:
+            acc.guesses.append(learner.pred.argmax(-1))
+            acc.targets.append(yb)
+        if self._callables:
+            pred = learner.pred
+            if pred.requires_grad:
+                pred = pred.detach()
+            if acc.sizes:
+                for values, func in zip(acc.values, self._callables.values()):
+                    values.append(func(pred, yb))
+            else:
+                self._first_batch(acc, pred, yb)
+        loss = learner.loss
+        if not acc.sizes and loss.dim() != 0:
+            raise ValueError(
+                "plugin 'metrics': the loss should be a 0-d tensor (the batch mean), got "
+                f"shape {tuple(loss.shape)}; use a loss_func with reduction='mean'"
+            )
         acc.sizes.append(yb.shape[0])
-        acc.losses.append(learner.loss.detach())
+        acc.losses.append(loss.detach() if loss.requires_grad else loss)
+        if len(acc.losses) >= CHUNK:
+            acc.compact()
 
     def after_epoch(self, learner: Learner) -> None:
         passes = (self._train, self._valid)
-        stacked = [self._stack(acc) for acc in passes if acc.sizes]
+        parts = [part for acc in passes for part in self._parts(acc)]
         # the one host-device synchronisation of the epoch
-        flat: list[float] = torch.cat(stacked).tolist() if stacked else []
+        flat: list[float] = torch.cat(parts).tolist() if parts else []
         elapsed = time.perf_counter() - self._start
-        offset = 0
         for prefix, acc in zip(("train", "valid"), passes):
-            offset = self._write(learner.log, prefix, acc, flat, offset)
+            flat = self._write(learner.log, prefix, acc, flat)
         learner.log["time"] = elapsed
         self.history.append(dict(learner.log))
 
+    def after_fit(self, learner: Learner) -> None:
+        # a fit stopped mid-epoch leaves batches behind: let their tensors go
+        self._train = self._new_pass()
+        self._valid = self._new_pass()
+
     def _new_pass(self) -> _Pass:
-        return _Pass(values=[[] for _ in self._batch])
+        return _Pass(
+            values=[[] for _ in self._callables], value_chunks=[[] for _ in self._callables]
+        )
 
     def _first_batch(self, acc: _Pass, pred: Tensor, yb: Tensor) -> None:
-        # the first batch of a pass also checks what each metric returns
-        for name, values, (func, _) in zip(self.funcs, acc.values, self._batch):
+        # the first batch of a pass also checks what each callable returns
+        for (name, func), values in zip(self._callables.items(), acc.values):
             value = func(pred, yb)
             if not isinstance(value, Tensor):
                 raise TypeError(
@@ -188,31 +242,46 @@ class Metrics:
                 )
             values.append(value)
 
-    def _stack(self, acc: _Pass) -> Tensor:
-        device = acc.losses[0].device
-        rows = [torch.stack(acc.losses).reshape(-1)]
-        rows += [torch.stack(values).reshape(-1).to(device) for values in acc.values]
+    def _parts(self, acc: _Pass) -> list[Tensor]:
+        """One pass's per-batch values as 1-d tensors: losses, hits, callables."""
+        if not acc.sizes:
+            return []
+        acc.compact()
+        rows = [torch.cat(acc.loss_chunks)]
+        device = rows[0].device
+        if self._argmax:
+            rows.append(torch.stack(acc.hits).to(device))
+        rows += [torch.cat(chunks).to(device) for chunks in acc.value_chunks]
         # at least float32, so that integer counts stay exact whatever the loss dtype
-        return torch.cat([row if row.dtype == torch.float64 else row.float() for row in rows])
+        return [row if row.dtype == torch.float64 else row.float() for row in rows]
 
     def _write(
-        self, log: dict[str, Any], prefix: str, acc: _Pass, flat: list[float], offset: int
-    ) -> int:
-        """Put one pass's averages in ``log``; returns where the next pass starts in ``flat``."""
+        self, log: dict[str, Any], prefix: str, acc: _Pass, flat: list[float]
+    ) -> list[float]:
+        """Put one pass's averages in ``log``; returns what is left of ``flat``."""
         n_batches = len(acc.sizes)
-        end = offset + n_batches * (1 + len(self.funcs))
         total = sum(acc.sizes)
         if not n_batches or not total:
             log[f"{prefix}_loss"] = None
             for name in self.funcs:
                 log[f"{prefix}_{name}"] = None
-            return end
-        chunks = [flat[start : start + n_batches] for start in range(offset, end, n_batches)]
-        log[f"{prefix}_loss"] = _weighted(chunks[0], acc.sizes) / total
-        for name, chunk, (_, is_sum) in zip(self.funcs, chunks[1:], self._batch):
-            value = math.fsum(chunk) if is_sum else _weighted(chunk, acc.sizes)
-            log[f"{prefix}_{name}"] = value / total
-        return end
+            return flat
+        log[f"{prefix}_loss"] = _weighted(flat[:n_batches], acc.sizes) / total
+        flat = flat[n_batches:]
+        values: dict[str, float | None] = {}
+        if self._argmax:
+            n_hits = len(acc.hits)
+            right = math.fsum(flat[:n_hits])
+            flat = flat[n_hits:]
+            for name, wrong in self._argmax.items():
+                count = acc.compared - right if wrong else right
+                values[name] = count / acc.compared if acc.compared else None
+        for name in self._callables:
+            values[name] = _weighted(flat[:n_batches], acc.sizes) / total
+            flat = flat[n_batches:]
+        for name in self.funcs:
+            log[f"{prefix}_{name}"] = values[name]
+        return flat
 
 
 def _weighted(values: Sequence[float], weights: Sequence[int]) -> float:

@@ -11,8 +11,9 @@ the plugins (which every ``Learner`` does) does not pay for importing matplotlib
 
 from __future__ import annotations
 
+import math
 import os
-import tempfile
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
 
     :param figsize: width and height in inches.
     """
-    figure = Figure(figsize=figsize)
+    figure = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
@@ -61,20 +62,105 @@ def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if not isinstance(figure.canvas, FigureCanvasAgg):
         FigureCanvasAgg(figure)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    # a name of our own, opened with "x": the file gets the usual permissions
+    # (umask), where mkstemp's would be private to the owner
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=DPI, bbox_inches="tight")
+        with temp.open("xb") as handle:
+            figure.savefig(handle, format="png", dpi=DPI)
         os.replace(temp, target)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
     return target
 
 
-def positive_pairs(
-    xs: Sequence[float], ys: Sequence[float]
-) -> tuple[list[float], list[float]]:
+def plot_series(
+    xs: Sequence[float],
+    ys: Sequence[float],
+    ax: Axes | None = None,
+    *,
+    xlabel: str = "batch",
+    ylabel: str = "",
+) -> Axes:
+    """Plot one series as a line; an empty series leaves labelled, empty Axes.
+
+    :param xs: the x values.
+    :param ys: the y values, as many as ``xs``.
+    :param ax: the Axes to draw on; a new figure's when ``None``.
+    :param xlabel: the x axis label.
+    :param ylabel: the y axis label.
+    """
+    ax = axes_or_new(ax)
+    if len(xs):
+        ax.plot(xs, ys, linewidth=1.0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return ax
+
+
+def plot_train_valid(
+    train: tuple[Sequence[float], Sequence[float]],
+    valid: tuple[Sequence[float], Sequence[float]],
+    ax: Axes | None = None,
+    *,
+    xlabel: str = "batch",
+    ylabel: str = "loss",
+) -> Axes:
+    """Plot a training series as a line and a validation series as dots on it.
+
+    Validation points left of the first training point are dropped, so that
+    skipping the start of training also skips its validation. A legend is drawn
+    when there is anything to label.
+
+    :param train: the training ``(xs, ys)``, e.g. one point per batch.
+    :param valid: the validation ``(xs, ys)``, e.g. one point per epoch.
+    :param ax: the Axes to draw on; a new figure's when ``None``.
+    :param xlabel: the x axis label.
+    :param ylabel: the y axis label.
+    """
+    ax = axes_or_new(ax)
+    train_x, train_y = train
+    labelled = False
+    if len(train_x):
+        ax.plot(train_x, train_y, label="train", linewidth=1.0)
+        labelled = True
+    first = train_x[0] if len(train_x) else -math.inf
+    points = [(x, y) for x, y in zip(*valid) if x >= first]
+    if points:
+        ax.plot([x for x, _ in points], [y for _, y in points], "o-", label="valid")
+        labelled = True
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if labelled:
+        ax.legend()
+    return ax
+
+
+def plot_vs_lr(
+    lrs: Sequence[float], values: Sequence[float], ax: Axes | None = None, *, ylabel: str = "loss"
+) -> Axes:
+    """Plot ``values`` against learning rates on a log-scaled x axis.
+
+    Points whose learning rate is not a positive finite number (a warm-up from 0)
+    are left out; the axis is log-scaled only when a point is left to draw.
+
+    :param lrs: the learning rates.
+    :param values: the values at those learning rates (usually the loss).
+    :param ax: the Axes to draw on; a new figure's when ``None``.
+    :param ylabel: the y axis label.
+    """
+    ax = axes_or_new(ax)
+    xs, ys = positive_pairs(lrs, values)
+    if xs:
+        ax.plot(xs, ys, linewidth=1.0)
+        ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(ylabel)
+    return ax
+
+
+def positive_pairs(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
     """Keep the pairs whose ``x`` is a positive finite number, for a log-scaled x axis.
 
     :param xs: the x values (e.g. learning rates, which may be 0 during warm-up).

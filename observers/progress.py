@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from typing import Any
 
 from engine.hookspecs import hookimpl
 
@@ -63,9 +65,7 @@ class Progress:
 
     def __init__(self, bar: bool | None = None) -> None:
         if bar is not None and not isinstance(bar, bool):
-            raise TypeError(
-                f"plugin 'progress': 'bar' should be true, false or none, got {bar!r}"
-            )
+            raise TypeError(f"plugin 'progress': 'bar' should be true, false or none, got {bar!r}")
         self.bar = bar
         """The option as given: ``True``, ``False`` or ``None`` (auto)."""
         self.use_bar = False
@@ -113,9 +113,7 @@ class Progress:
         from tqdm import tqdm
 
         total = learner.iters or None
-        self._pbar = tqdm(
-            total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True
-        )
+        self._pbar = tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
         self._next_refresh = 0.0
 
     def _close(self) -> None:

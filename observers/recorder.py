@@ -10,9 +10,11 @@ until the end of the epoch, when they are read back in one go.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import TypeAlias
 
 import torch
 from torch import Tensor
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from engine.learner import Learner
+
+CHUNK = 32
+"""How many batches' losses wait as separate tensors before being stacked into one."""
 
 PLOT_FILES: tuple[str, ...] = ("loss.png", "lr.png", "loss_vs_lr.png")
 """The files :meth:`Recorder.save_plots` writes."""
@@ -69,7 +74,10 @@ class Recorder:
         """Per validation loss, the index of the last training batch before it."""
         self._losses: list[float] = []
         self._pending: list[Tensor] = []
+        self._chunks: list[Tensor] = []
         self._fields: list[_Field] = []
+        self._slots: list[tuple[list[float], dict[str, Any], str, int | None]] = []
+        self._groups: list[dict[str, Any]] | None = None
         self._n_groups = 0
         self._seen = 0
 
@@ -98,7 +106,10 @@ class Recorder:
         self.valid_iterations = []
         self._losses = []
         self._pending = []
+        self._chunks = []
         self._fields = []
+        self._slots = []
+        self._groups = None
         self._n_groups = 0
         self._seen = 0
 
@@ -115,6 +126,8 @@ class Recorder:
             self._record_hypers(opt.param_groups)
         self._pending.append(loss.detach())
         self.iterations.append(index)
+        if len(self._pending) >= CHUNK:
+            self._compact()
 
     def after_epoch(self, learner: Learner) -> None:
         self._flush()
@@ -130,20 +143,30 @@ class Recorder:
 
     # -- recording -----------------------------------------------------------
 
-    def _flush(self) -> None:
+    def _compact(self) -> None:
         if self._pending:
-            # one host-device synchronisation for all the losses since the last flush
-            self._losses.extend(torch.stack(self._pending).reshape(-1).tolist())
+            self._chunks.append(torch.stack(self._pending).reshape(-1))
             self._pending = []
 
-    def _record_hypers(self, groups: Sequence[dict[str, Any]]) -> None:
-        if len(groups) != self._n_groups:
-            self._layout(groups)
-        for name, key, index in self._fields:
-            for row, group in zip(self.hypers[name], groups):
-                row.append(_read(group, key, index))
+    def _flush(self) -> None:
+        self._compact()
+        if self._chunks:
+            # one host-device synchronisation for all the losses since the last flush
+            chunks = torch.cat(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+            self._losses.extend(chunks.tolist())
+            self._chunks = []
 
-    def _layout(self, groups: Sequence[dict[str, Any]]) -> None:
+    def _record_hypers(self, groups: list[dict[str, Any]]) -> None:
+        if groups is not self._groups or len(groups) != self._n_groups:
+            self._layout(groups)
+        for row, group, key, index in self._slots:
+            try:
+                value = group[key] if index is None else group[key][index]
+                row.append(float(value))
+            except (KeyError, IndexError, TypeError, ValueError):
+                row.append(math.nan)
+
+    def _layout(self, groups: list[dict[str, Any]]) -> None:
         """Find the numeric hyper-parameters of every group; pad newcomers with NaN."""
         done = len(self.iterations)
         known = {name for name, _, _ in self._fields}
@@ -153,9 +176,12 @@ class Recorder:
                     if field[0] not in known:
                         known.add(field[0])
                         self._fields.append(field)
-        for name, _, _ in self._fields:
+        self._slots = []
+        for name, key, index in self._fields:
             rows = self.hypers.setdefault(name, [])
             rows.extend([math.nan] * done for _ in range(len(groups) - len(rows)))
+            self._slots += [(row, group, key, index) for row, group in zip(rows, groups)]
+        self._groups = groups
         self._n_groups = len(groups)
 
     # -- plots ---------------------------------------------------------------
@@ -171,26 +197,12 @@ class Recorder:
         """
         from observers import plots
 
-        if isinstance(skip_start, bool) or not isinstance(skip_start, int) or skip_start < 0:
-            raise ValueError(
-                f"plugin 'recorder': skip_start should be a non-negative int, got {skip_start!r}"
-            )
-        ax = plots.axes_or_new(ax)
-        xs, ys = self.iterations[skip_start:], self.losses[skip_start:]
-        labelled = False
-        if xs:
-            ax.plot(xs, ys, label="train", linewidth=1.0)
-            labelled = True
-        first = xs[0] if xs else 0
-        valid = [(x, y) for x, y in zip(self.valid_iterations, self.valid_losses) if x >= first]
-        if valid:
-            ax.plot([x for x, _ in valid], [y for _, y in valid], "o-", label="valid")
-            labelled = True
-        ax.set_xlabel("batch")
-        ax.set_ylabel("loss")
-        if labelled:
-            ax.legend()
-        return ax
+        _check_count("skip_start", skip_start)
+        return plots.plot_train_valid(
+            (self.iterations[skip_start:], self.losses[skip_start:]),
+            (self.valid_iterations, self.valid_losses),
+            ax,
+        )
 
     def plot_lr(self, ax: Axes | None = None, group: int = -1) -> Axes:
         """Plot the learning rate of one parameter group per batch.
@@ -198,13 +210,10 @@ class Recorder:
         :param ax: the Axes to draw on; a new figure's when ``None``.
         :param group: the parameter group's index; the last one by default.
         """
-        if "lr" not in self.hypers:
+        if "lr" not in self.hypers:  # nothing recorded yet: empty Axes
             from observers import plots
 
-            ax = plots.axes_or_new(ax)
-            ax.set_xlabel("batch")
-            ax.set_ylabel("lr")
-            return ax
+            return plots.plot_series([], [], ax, ylabel="lr")
         return self.plot_hyper("lr", ax, group)
 
     def plot_hyper(self, name: str, ax: Axes | None = None, group: int = -1) -> Axes:
@@ -217,15 +226,9 @@ class Recorder:
         from observers import plots
 
         values = self._group_values(name, group)
-        ax = plots.axes_or_new(ax)
-        ax.plot(self.iterations[: len(values)], values)
-        ax.set_xlabel("batch")
-        ax.set_ylabel(name)
-        return ax
+        return plots.plot_series(self.iterations[: len(values)], values, ax, ylabel=name)
 
-    def plot_loss_vs_lr(
-        self, ax: Axes | None = None, skip_last: int = 5, group: int = -1
-    ) -> Axes:
+    def plot_loss_vs_lr(self, ax: Axes | None = None, skip_last: int = 5, group: int = -1) -> Axes:
         """Plot the loss against the learning rate, on a log scale (an LR finder's view).
 
         Records whose learning rate is not positive are left out.
@@ -237,20 +240,10 @@ class Recorder:
         """
         from observers import plots
 
-        if isinstance(skip_last, bool) or not isinstance(skip_last, int) or skip_last < 0:
-            raise ValueError(
-                f"plugin 'recorder': skip_last should be a non-negative int, got {skip_last!r}"
-            )
-        ax = plots.axes_or_new(ax)
+        _check_count("skip_last", skip_last)
         lrs = self._group_values("lr", group) if "lr" in self.hypers else []
         keep = max(len(lrs) - skip_last, 0)
-        xs, ys = plots.positive_pairs(lrs[:keep], self.losses[:keep])
-        if xs:
-            ax.plot(xs, ys)
-            ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("loss")
-        return ax
+        return plots.plot_vs_lr(lrs[:keep], self.losses[:keep], ax)
 
     def save_plots(self, directory: str | os.PathLike[str]) -> list[Path]:
         """Write ``loss.png``, ``lr.png`` and ``loss_vs_lr.png`` into ``directory``.
@@ -277,16 +270,24 @@ class Recorder:
         if name not in self.hypers:
             known = ", ".join(self.hypers) or "none yet"
             raise ValueError(
-                f"plugin 'recorder': no hyper-parameter {name!r} was recorded; "
-                f"recorded: {known}"
+                f"plugin 'recorder': no hyper-parameter {name!r} was recorded; recorded: {known}"
             )
         rows = self.hypers[name]
-        if isinstance(group, bool) or not isinstance(group, int) or not -len(rows) <= group < len(rows):
+        if (
+            isinstance(group, bool)
+            or not isinstance(group, int)
+            or not -len(rows) <= group < len(rows)
+        ):
             raise ValueError(
                 f"plugin 'recorder': group should be an index into the {len(rows)} "
                 f"parameter group(s), got {group!r}"
             )
         return rows[group]
+
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"plugin 'recorder': {name} should be a non-negative int, got {value!r}")
 
 
 def _is_number(value: Any) -> bool:
@@ -307,14 +308,6 @@ def _fields_of(key: str, value: Any) -> list[_Field]:
         stem = key.removesuffix("s")
         return [(f"{stem}{i + 1}", key, i) for i in range(len(value))]
     return []
-
-
-def _read(group: dict[str, Any], key: str, index: int | None) -> float:
-    try:
-        value = group[key] if index is None else group[key][index]
-        return float(value)
-    except (KeyError, IndexError, TypeError, ValueError):
-        return math.nan
 
 
 @hookimpl

@@ -33,10 +33,16 @@ class BatchTransform:
     ) -> None:
         if shape is not None:
             shape = tuple(shape)
-            if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-                raise ValueError(f"shape should be positive integers such as 1,28,28, got {shape!r}")
+            if not shape or any(
+                isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape
+            ):
+                raise ValueError(
+                    f"shape should be positive integers such as 1,28,28, got {shape!r}"
+                )
         if fn is not None and not callable(fn):
-            raise ValueError(f"fn must be a Python callable, got {fn!r}; from the command line use shape=")
+            raise ValueError(
+                f"fn must be a Python callable, got {fn!r}; from the command line use shape="
+            )
         if fn is not None and shape is not None:
             raise ValueError("give shape or fn, not both")
         self.shape = shape

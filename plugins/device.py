@@ -28,7 +28,11 @@ def pick_device(requested: str = "auto") -> torch.device:
         ) from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {requested!r} was asked for but CUDA is not available here")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
         raise ValueError(
             f"device {requested!r} does not exist: {torch.cuda.device_count()} CUDA device(s)"
         )
@@ -70,7 +74,9 @@ class Device:
     name = "device"
     order = -50
 
-    def __init__(self, device: str = "auto", non_blocking: bool = True, move_data: bool = True) -> None:
+    def __init__(
+        self, device: str = "auto", non_blocking: bool = True, move_data: bool = True
+    ) -> None:
         self.device = pick_device(device)
         self.non_blocking = non_blocking
         self.move_data = move_data

@@ -10,6 +10,7 @@ from torch import nn
 from engine.data import DataBunch
 from engine.events import EVENTS
 
+
 class Spy:
     """Records every event it receives, in order, as ``(event, in_train)``."""
 
@@ -45,4 +46,3 @@ def tiny_data(n_train: int = 8, n_valid: int = 4, bs: int = 4, seed: int = 0) ->
 def tiny_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Linear(3, 2)
-

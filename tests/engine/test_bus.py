@@ -182,7 +182,9 @@ def test_trace_logs_every_send_and_receiver_in_order(
     learner = make(Tagged("a", calls), Tagged("b", calls, order=1))
     with caplog.at_level(logging.DEBUG, logger="lookinside.trace"):
         learner.fit(1)
-    messages = [record.getMessage() for record in caplog.records if record.name == "lookinside.trace"]
+    messages = [
+        record.getMessage() for record in caplog.records if record.name == "lookinside.trace"
+    ]
     first_loss = messages.index("send after_loss")
     assert messages[first_loss : first_loss + 4] == [
         "send after_loss",
@@ -191,3 +193,39 @@ def test_trace_logs_every_send_and_receiver_in_order(
         "send after_backward",
     ]
     assert messages[0] == "send begin_fit" and messages[-1] == "send after_fit"
+
+
+def test_receivers_connected_by_hand_still_run_in_order() -> None:
+    """A receiver connected directly to a signal (any sender) runs before the plugins."""
+    calls: list[str] = []
+
+    def by_hand(sender: Any) -> None:
+        calls.append("by_hand")
+
+    learner = make(Tagged("plugin", calls))
+    with after_loss.connected_to(by_hand):
+        learner.fit(1)
+    assert calls[:2] == ["by_hand", "plugin"] and len(calls) == 6
+    calls.clear()
+    learner.fit(1)  # disconnected: only the plugin again
+    assert calls == ["plugin"] * 3
+
+
+def test_plugin_added_between_fits_is_dispatched() -> None:
+    calls: list[str] = []
+    learner = make()
+    learner.fit(1)
+    learner.add_plugin(Tagged("late", calls))
+    learner.fit(1)
+    assert calls == ["late"] * 3
+
+
+def test_error_note_names_the_plugin_also_when_sent_through_blinker() -> None:
+    class Fails:
+        def after_loss(self, learner: Any) -> None:
+            raise ValueError("bad")
+
+    learner = make(Fails())
+    with after_loss.connected_to(lambda sender: None), pytest.raises(ValueError) as info:
+        learner.fit(1)
+    assert info.value.__notes__ == ["while plugin 'fails' handled 'after_loss'"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.data import DataBunch, TensorLoader
+from engine.data import DataBunch
+from engine.data import TensorLoader
 
 
 def _loader(n: int = 10, bs: int = 3, **kwargs: object) -> TensorLoader:

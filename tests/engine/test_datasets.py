@@ -14,17 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data import DataBunch, TensorLoader
-from engine.datasets import (
-    BUILTIN_DATASETS,
-    _mnist_split,
-    available_datasets,
-    digits,
-    fashion_mnist,
-    load_data,
-    mnist,
-    mnist_pkl,
-)
+from engine.data import DataBunch
+from engine.data import TensorLoader
+from engine.datasets import BUILTIN_DATASETS
+from engine.datasets import _mnist_split
+from engine.datasets import available_datasets
+from engine.datasets import digits
+from engine.datasets import fashion_mnist
+from engine.datasets import load_data
+from engine.datasets import mnist
+from engine.datasets import mnist_pkl
 from engine.exceptions import DataError
 
 N_TRAIN, N_TEST, SIDE = 120, 20, 28

@@ -52,7 +52,9 @@ class Snapshot:
 
 def fit_with(*extra: object, epochs: int = 1) -> tuple[Learner, Snapshot]:
     snap = Snapshot()
-    learner = Learner(tiny_model(), tiny_data(), plugins=[TrainEval(), snap, *extra], defaults=False)
+    learner = Learner(
+        tiny_model(), tiny_data(), plugins=[TrainEval(), snap, *extra], defaults=False
+    )
     learner.fit(epochs)
     return learner, snap
 
@@ -85,8 +87,15 @@ def test_event_begin_epoch() -> None:
 
 def test_event_begin_batch() -> None:
     _, snap = fit_with()
-    assert [(s["iter"], s["in_train"]) for s in snap.at["begin_batch"]] == [(0, True), (1, True), (0, False)]
-    assert all(s["xb"] is not None and s["pred"] is None and s["loss"] is None for s in snap.at["begin_batch"])
+    assert [(s["iter"], s["in_train"]) for s in snap.at["begin_batch"]] == [
+        (0, True),
+        (1, True),
+        (0, False),
+    ]
+    assert all(
+        s["xb"] is not None and s["pred"] is None and s["loss"] is None
+        for s in snap.at["begin_batch"]
+    )
 
 
 def test_event_after_pred() -> None:
@@ -102,7 +111,9 @@ def test_event_after_loss() -> None:
 
 def test_event_after_backward() -> None:
     _, snap = fit_with()
-    assert len(snap.at["after_backward"]) == 2 and all(s["has_grad"] for s in snap.at["after_backward"])
+    assert len(snap.at["after_backward"]) == 2 and all(
+        s["has_grad"] for s in snap.at["after_backward"]
+    )
 
 
 def test_event_after_step() -> None:
@@ -148,7 +159,12 @@ def test_event_after_cancel_train() -> None:
 
 def test_event_after_fit() -> None:
     snap = Snapshot()
-    learner = Learner(tiny_model(), tiny_data(), plugins=[TrainEval(), snap, RaiseOnce("after_pred", KeyError)], defaults=False)
+    learner = Learner(
+        tiny_model(),
+        tiny_data(),
+        plugins=[TrainEval(), snap, RaiseOnce("after_pred", KeyError)],
+        defaults=False,
+    )
     with pytest.raises(KeyError):
         learner.fit(3)
     (state,) = snap.at["after_fit"]
@@ -160,7 +176,9 @@ def test_every_event_is_documented_and_tested(name: str) -> None:
     signal = ev.events[name]
     assert signal.name == name
     assert signal.__doc__ and len(signal.__doc__) > 40, f"event {name!r} needs a doc"
-    assert any(word in signal.__doc__ for word in ("raise", "Raises")), f"{name}: say which cancellation"
+    assert any(word in signal.__doc__ for word in ("raise", "Raises")), (
+        f"{name}: say which cancellation"
+    )
     assert hasattr(sys.modules[__name__], f"test_event_{name}"), f"write test_event_{name}"
     assert name in (ev.__doc__ or ""), f"the firing order in engine/events.py must mention {name}"
 

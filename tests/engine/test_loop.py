@@ -33,7 +33,9 @@ class Raiser:
     name = "raiser"
     order = 10
 
-    def __init__(self, event: str, exc: BaseException | type[BaseException], when: Any = None) -> None:
+    def __init__(
+        self, event: str, exc: BaseException | type[BaseException], when: Any = None
+    ) -> None:
         self.event = event
         self.exc = exc
         self.when = when or (lambda learner: True)
@@ -45,7 +47,9 @@ class Raiser:
 
 
 def run(spy: Spy, *extra: object, epochs: int = 2) -> Learner:
-    learner = Learner(tiny_model(), tiny_data(), lr=0.1, plugins=[TrainEval(), spy, *extra], defaults=False)
+    learner = Learner(
+        tiny_model(), tiny_data(), lr=0.1, plugins=[TrainEval(), spy, *extra], defaults=False
+    )
     learner.fit(epochs)
     return learner
 
@@ -72,34 +76,67 @@ def test_cancel_batch_after_backward_skips_the_step(spy: Spy) -> None:
     before = {k: v.clone() for k, v in learner.model.state_dict().items()}
     with learner.added(Raiser("after_backward", CancelBatchException)):
         learner.fit(1)
-    cancelled = ["begin_batch", "after_pred", "after_loss", "after_backward", "after_cancel_batch", "after_batch"]
+    cancelled = [
+        "begin_batch",
+        "after_pred",
+        "after_loss",
+        "after_backward",
+        "after_cancel_batch",
+        "after_batch",
+    ]
     assert spy.seen == ["begin_fit", *epoch(train=cancelled * 2), "after_fit"]
     for key, value in learner.model.state_dict().items():
         assert torch.equal(value, before[key]), key
 
 
 def test_cancel_epoch_in_training_still_validates(spy: Spy) -> None:
-    run(spy, Raiser("begin_batch", CancelEpochException, lambda learner: learner.in_train), epochs=1)
+    run(
+        spy, Raiser("begin_batch", CancelEpochException, lambda learner: learner.in_train), epochs=1
+    )
     train = ["begin_batch", "after_cancel_epoch"]
-    assert spy.seen == ["begin_fit", "begin_epoch", *train, "begin_validate", *VALID, "after_epoch", "after_fit"]
+    assert spy.seen == [
+        "begin_fit",
+        "begin_epoch",
+        *train,
+        "begin_validate",
+        *VALID,
+        "after_epoch",
+        "after_fit",
+    ]
 
 
 def test_cancel_epoch_from_begin_epoch(spy: Spy) -> None:
     run(spy, Raiser("begin_epoch", CancelEpochException), epochs=1)
     assert spy.seen == [
-        "begin_fit", "begin_epoch", "after_cancel_epoch", "begin_validate", *VALID, "after_epoch", "after_fit"
+        "begin_fit",
+        "begin_epoch",
+        "after_cancel_epoch",
+        "begin_validate",
+        *VALID,
+        "after_epoch",
+        "after_fit",
     ]
 
 
 def test_cancel_epoch_from_begin_validate_skips_validation(spy: Spy) -> None:
     run(spy, Raiser("begin_validate", CancelEpochException), epochs=1)
     assert spy.seen == [
-        "begin_fit", "begin_epoch", *TRAIN * 2, "begin_validate", "after_cancel_epoch", "after_epoch", "after_fit"
+        "begin_fit",
+        "begin_epoch",
+        *TRAIN * 2,
+        "begin_validate",
+        "after_cancel_epoch",
+        "after_epoch",
+        "after_fit",
     ]
 
 
 def test_cancel_epoch_during_validation(spy: Spy) -> None:
-    run(spy, Raiser("after_loss", CancelEpochException, lambda learner: not learner.in_train), epochs=1)
+    run(
+        spy,
+        Raiser("after_loss", CancelEpochException, lambda learner: not learner.in_train),
+        epochs=1,
+    )
     valid = ["begin_batch", "after_pred", "after_loss", "after_cancel_epoch"]
     assert spy.seen == ["begin_fit", *epoch(valid=valid), "after_fit"]
 
@@ -138,7 +175,14 @@ def test_error_propagates_unchanged_with_a_note_and_after_fit_runs(spy: Spy) -> 
         run(spy, Raiser("after_loss", error))
     assert info.value is error
     assert "while plugin 'raiser' handled 'after_loss'" in info.value.__notes__
-    assert spy.seen == ["begin_fit", "begin_epoch", "begin_batch", "after_pred", "after_loss", "after_fit"]
+    assert spy.seen == [
+        "begin_fit",
+        "begin_epoch",
+        "begin_batch",
+        "after_pred",
+        "after_loss",
+        "after_fit",
+    ]
 
 
 def test_keyboard_interrupt_still_sends_after_fit(spy: Spy) -> None:
@@ -182,7 +226,9 @@ def test_plugins_may_replace_loss() -> None:
     """Doubling the loss in after_loss doubles the gradient the step uses."""
 
     def weights_after(*extra: object) -> torch.Tensor:
-        learner = Learner(tiny_model(), tiny_data(), lr=0.1, plugins=[TrainEval(), *extra], defaults=False)
+        learner = Learner(
+            tiny_model(), tiny_data(), lr=0.1, plugins=[TrainEval(), *extra], defaults=False
+        )
         start = learner.model.weight.detach().clone()
         learner.fit(1)
         return learner.model.weight.detach() - start
@@ -231,7 +277,9 @@ def test_bad_epochs_and_batches_are_clear_errors(model: torch.nn.Module) -> None
     learner = Learner(model, tiny_data(), defaults=False)
     with pytest.raises(ValueError, match="epochs should be a non-negative integer, got -1"):
         learner.fit(-1)
-    odd = Learner(model, ([(torch.zeros(2, 3), torch.zeros(2), torch.zeros(2))], None), defaults=False)
+    odd = Learner(
+        model, ([(torch.zeros(2, 3), torch.zeros(2), torch.zeros(2))], None), defaults=False
+    )
     with pytest.raises(TypeError, match=r"a batch should be a pair \(inputs, targets\)"):
         odd.fit(1)
 

@@ -42,7 +42,9 @@ def lookinside_register(register):
 '''
 
 
-def fake_distribution(root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]) -> None:
+def fake_distribution(
+    root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]
+) -> None:
     """Write an installed-looking distribution (dist-info + modules) under ``root``."""
     info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # as pip names it
     info.mkdir(parents=True)
@@ -65,7 +67,9 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_third_party_plugin_is_discovered_with_its_distribution(site: Path) -> None:
-    fake_distribution(site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE})
+    fake_distribution(
+        site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE}
+    )
     catalog = load_catalog(autoload=True)
     spec = catalog.plugins["counter"]
     assert (spec.origin.distribution, spec.origin.version) == ("lookinside-counter", "1.2.3")
@@ -81,7 +85,9 @@ def test_third_party_plugin_is_discovered_with_its_distribution(site: Path) -> N
 
 
 def test_enable_by_name_with_converted_options(site: Path) -> None:
-    fake_distribution(site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE})
+    fake_distribution(
+        site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE}
+    )
     catalog = load_catalog(autoload=True)
     learner = Learner(tiny_model(), tiny_data(), plugins=["counter:start=10"], catalog=catalog)
     learner.fit(2)
@@ -91,7 +97,15 @@ def test_enable_by_name_with_converted_options(site: Path) -> None:
 
 def test_builtins_come_through_the_same_door() -> None:
     catalog = load_catalog(autoload=True)
-    for name in ("train_eval", "device", "batch_transform", "metrics", "recorder", "progress", "csv_logger"):
+    for name in (
+        "train_eval",
+        "device",
+        "batch_transform",
+        "metrics",
+        "recorder",
+        "progress",
+        "csv_logger",
+    ):
         assert catalog.plugins[name].origin.distribution == "lookinside"
         assert catalog.plugins[name].origin.entry_point.startswith(f"{name} = ")
     assert catalog.plugins["train_eval"].required
@@ -104,7 +118,9 @@ def test_no_name_turns_a_default_off_but_not_a_required_one() -> None:
     assert "progress" not in names and "recorder" not in names and "metrics" in names
     with pytest.raises(PluginError, match="'train_eval' is required by the training loop"):
         select(catalog, ["no:train_eval"])
-    with pytest.raises(PluginError, match="unknown plugin 'progres' \\(did you mean 'progress'\\?\\)"):
+    with pytest.raises(
+        PluginError, match="unknown plugin 'progres' \\(did you mean 'progress'\\?\\)"
+    ):
         select(catalog, ["no:progres"])
 
 
@@ -127,7 +143,10 @@ def test_broken_entry_point_never_crashes_and_names_its_cause(site: Path) -> Non
     assert "counter" in catalog.plugins  # the rest keep working
     assert "No module named 'not_a_module_anywhere'" in catalog.broken["broken"].error
     text = describe_plugins(catalog)
-    assert "Broken plugins" in text and "broken  [lookinside-broken 1.2.3, entry point 'broken = fake_broken']" in text
+    assert (
+        "Broken plugins" in text
+        and "broken  [lookinside-broken 1.2.3, entry point 'broken = fake_broken']" in text
+    )
     with pytest.raises(PluginError) as info:
         select(catalog, ["broken"])
     assert str(info.value) == (
@@ -144,18 +163,27 @@ def test_module_whose_hook_raises_is_reported_broken(site: Path) -> None:
 
 
 def test_two_distributions_with_one_name_are_both_named(site: Path) -> None:
-    fake_distribution(site, "dist-one", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE})
-    fake_distribution(site, "dist-two", {"counter": "fake_counter_two"}, {"fake_counter_two": PLUGIN_MODULE})
+    fake_distribution(
+        site, "dist-one", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE}
+    )
+    fake_distribution(
+        site, "dist-two", {"counter": "fake_counter_two"}, {"fake_counter_two": PLUGIN_MODULE}
+    )
     catalog = load_catalog(autoload=True)
     assert "counter" not in catalog.plugins
     error = catalog.broken["counter"].error
-    assert "dist-one (counter = fake_counter)" in error and "dist-two (counter = fake_counter_two)" in error
+    assert (
+        "dist-one (counter = fake_counter)" in error
+        and "dist-two (counter = fake_counter_two)" in error
+    )
 
 
 def test_disabled_autoload_imports_third_party_only_when_named(
     site: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake_distribution(site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE})
+    fake_distribution(
+        site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE}
+    )
     monkeypatch.setenv("LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD", "1")
     catalog = load_catalog()
     assert "fake_counter" not in sys.modules
@@ -167,11 +195,18 @@ def test_disabled_autoload_imports_third_party_only_when_named(
 
 
 def test_bad_option_name_and_value_errors(site: Path) -> None:
-    fake_distribution(site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE})
+    fake_distribution(
+        site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE}
+    )
     catalog = load_catalog(autoload=True)
-    with pytest.raises(PluginError, match="plugin 'counter' has no option 'strat' \\(did you mean 'start'\\?\\); its options: start, label"):
+    with pytest.raises(
+        PluginError,
+        match="plugin 'counter' has no option 'strat' \\(did you mean 'start'\\?\\); its options: start, label",
+    ):
         select(catalog, ["counter:strat=1"])
-    with pytest.raises(PluginError, match="plugin 'counter': option 'start' expects int, got 'ten'"):
+    with pytest.raises(
+        PluginError, match="plugin 'counter': option 'start' expects int, got 'ten'"
+    ):
         select(catalog, ["counter:start=ten"])
     with pytest.raises(PluginError, match="plugin 'device': unknown device 'gpu'"):
         Learner(tiny_model(), tiny_data(), plugins=["device:device=gpu"], catalog=catalog)
@@ -180,7 +215,9 @@ def test_bad_option_name_and_value_errors(site: Path) -> None:
 def test_training_loop_printout_lists_plugins_per_event_in_order() -> None:
     catalog = load_catalog(autoload=True)
     enabled, _ = select(catalog, ["no:progress"])
-    lines = dict(line.split(None, 1) for line in training_loop(enabled).splitlines() if len(line.split()) > 1)
+    lines = dict(
+        line.split(None, 1) for line in training_loop(enabled).splitlines() if len(line.split()) > 1
+    )
     assert lines["begin_batch"] == "device, batch_transform"
     assert lines["begin_fit"].startswith("train_eval, device, batch_transform")
     assert "progress" not in training_loop(enabled)

@@ -8,7 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from engine.models import Lambda, cnn, conv_layer, flatten
+from engine.models import Lambda
+from engine.models import cnn
+from engine.models import conv_layer
+from engine.models import flatten
 
 
 @pytest.mark.parametrize(("side", "n_out"), [(8, 10), (28, 10), (28, 3)])

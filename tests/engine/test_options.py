@@ -39,7 +39,10 @@ def test_parse_plain_name_and_options() -> None:
         "device",
         {"device": "cpu", "non_blocking": "false"},
     )
-    assert parse_plugin_arg("batch_transform:shape=1,28,28") == ("batch_transform", {"shape": "1,28,28"})
+    assert parse_plugin_arg("batch_transform:shape=1,28,28") == (
+        "batch_transform",
+        {"shape": "1,28,28"},
+    )
 
 
 @pytest.mark.parametrize(
@@ -94,7 +97,9 @@ def test_convert_to_declared_type(name: str, text: str, value: object) -> None:
 )
 def test_bad_values_name_plugin_option_type_and_value(name: str, text: str, expected: str) -> None:
     option = {o.name: o for o in options_from_factory(Example)}[name]
-    with pytest.raises(PluginError, match=f"plugin 'example': option '{name}' expects {expected}, got '{text}'"):
+    with pytest.raises(
+        PluginError, match=f"plugin 'example': option '{name}' expects {expected}, got '{text}'"
+    ):
         convert("example", option, text)
 
 

@@ -8,8 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.exceptions import CancelBatchException, CancelEpochException
-from observers.metrics import METRICS, Metrics, accuracy, error_rate
+from engine.exceptions import CancelBatchException
+from engine.exceptions import CancelEpochException
+from observers.metrics import METRICS
+from observers.metrics import Metrics
+from observers.metrics import accuracy
+from observers.metrics import error_rate
 
 
 def test_lr0_losses_and_accuracy_equal_direct_computation(make_learner, tensors):
@@ -58,8 +62,14 @@ def test_log_keys_order_history_and_last(make_learner, log_capture):
     assert metrics.history[-1]["train_loss"] < metrics.history[0]["train_loss"]
 
 
-def test_one_host_sync_per_epoch(make_learner, sync_counter):
-    metrics = Metrics(("accuracy", "error_rate"))
+@pytest.mark.parametrize("chunk", [32, 2])
+def test_one_host_sync_per_epoch(make_learner, sync_counter, monkeypatch, chunk):
+    monkeypatch.setattr("observers.metrics.CHUNK", chunk)
+
+    def mean_score(pred, yb):
+        return pred.mean()
+
+    metrics = Metrics(("accuracy", "error_rate", mean_score))
     learner = make_learner([metrics])  # 7 training + 2 validation batches per epoch
     sync_counter.active = True
     learner.fit(3)
@@ -151,8 +161,14 @@ def test_unknown_metric_name_lists_the_known_ones():
 def test_bad_metric_arguments():
     with pytest.raises(TypeError, match="plugin 'metrics'"):
         Metrics((3,))
-    with pytest.raises(ValueError, match="two metrics would be reported as 'accuracy'"):
+    with pytest.raises(ValueError, match="'accuracy' would be reported .* another metric"):
         Metrics(("accuracy", accuracy))
+
+    def loss(pred, yb):
+        return pred.mean()
+
+    with pytest.raises(ValueError, match="'loss' would be reported .* as the loss"):
+        Metrics([loss])
     assert Metrics("error_rate").names == ["error_rate"]
 
 
@@ -169,7 +185,7 @@ def test_builtin_metric_functions():
     yb = torch.tensor([1, 0, 0, 0])
     assert accuracy(pred, yb).item() == pytest.approx(0.75)
     assert error_rate(pred, yb).item() == pytest.approx(0.25)
-    assert METRICS == {"accuracy": accuracy, "error_rate": error_rate}
+    assert {"accuracy": accuracy, "error_rate": error_rate} == METRICS
 
 
 def test_second_fit_starts_a_fresh_history(make_learner):
@@ -178,3 +194,33 @@ def test_second_fit_starts_a_fresh_history(make_learner):
     learner.fit(2)
     learner.fit(1)
     assert [h["epoch"] for h in metrics.history] == [0]
+
+
+def test_comparisons_in_several_chunks_stay_exact(make_learner, tensors, monkeypatch):
+    monkeypatch.setattr("observers.metrics.CHUNK", 3)  # 7 batches: chunks of 3, 3, 1
+
+    def top_score(pred, yb):
+        return pred.max(dim=-1).values.mean()
+
+    metrics = Metrics(("error_rate", "accuracy", top_score))
+    learner = make_learner([metrics], lr=0.0)
+    learner.fit(1)
+    with torch.no_grad():
+        pred = learner.model(tensors.x_train)
+    right = (pred.argmax(-1) == tensors.y_train).sum().item()
+    assert metrics.last["train_accuracy"] == right / 50
+    assert metrics.last["train_error_rate"] == (50 - right) / 50
+    expected = F.cross_entropy(pred, tensors.y_train).item()
+    assert metrics.last["train_loss"] == pytest.approx(expected, abs=1e-6)
+    expected = pred.max(-1).values.mean().item()
+    assert metrics.last["train_top_score"] == pytest.approx(expected, abs=1e-6)
+    assert list(metrics.last)[1:4] == ["train_loss", "train_error_rate", "train_accuracy"]
+
+
+def test_per_sample_loss_is_rejected(make_learner):
+    def per_sample(pred, yb):
+        return F.cross_entropy(pred, yb, reduction="none")
+
+    learner = make_learner([Metrics()], loss_func=per_sample)
+    with pytest.raises(ValueError, match=r"plugin 'metrics': the loss should be a 0-d.*\(8,\)"):
+        learner.fit(1)

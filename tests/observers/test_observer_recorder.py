@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from torch import nn
 
 from engine.exceptions import CancelBatchException
 from observers.metrics import Metrics
-from observers.recorder import PLOT_FILES, Recorder
+from observers.recorder import PLOT_FILES
+from observers.recorder import Recorder
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -134,13 +136,16 @@ def test_cancelled_batches_are_not_recorded(make_learner):
     assert len(recorder.losses) == len(recorder.lrs[0]) == 6
 
 
-def test_losses_are_read_back_once_per_epoch(make_learner, sync_counter):
-    recorder = Recorder()
-    learner = make_learner([recorder])
+@pytest.mark.parametrize("chunk", [32, 3])
+def test_losses_are_read_back_once_per_epoch(make_learner, sync_counter, monkeypatch, chunk):
+    monkeypatch.setattr("observers.recorder.CHUNK", chunk)
+    recorder, spy = Recorder(), _LossSpy()
+    learner = make_learner([recorder, spy])
     sync_counter.active = True
     learner.fit(3)
     sync_counter.active = False
-    assert sync_counter.calls == ["tolist"] * 3
+    assert sync_counter.calls == [*["item"] * 7, "tolist"] * 3  # the spy reads every batch
+    assert recorder.losses == spy.losses
 
 
 def test_begin_fit_resets_the_records(make_learner):
@@ -155,7 +160,9 @@ def test_begin_fit_resets_the_records(make_learner):
 
 def test_plots_return_axes(make_learner):
     recorder = Recorder()
-    make_learner([recorder, Metrics()], opt_func=functools.partial(torch.optim.SGD, momentum=0.9)).fit(2)
+    make_learner(
+        [recorder, Metrics()], opt_func=functools.partial(torch.optim.SGD, momentum=0.9)
+    ).fit(2)
     ax = recorder.plot_loss()
     assert isinstance(ax, Axes)
     assert len(ax.lines) == 2  # training per batch, validation per epoch
@@ -192,6 +199,9 @@ def test_save_plots_writes_pngs_atomically(make_learner, tmp_path):
         assert data.startswith(PNG_MAGIC)
         assert len(data) > 1000
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(PLOT_FILES)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~umask for p in paths)
 
 
 class _Boom:

@@ -40,7 +40,11 @@ def test_auto_picks_cuda_then_mps_then_cpu() -> None:
     ("requested", "message"),
     [
         ("gpu", "unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"),
-        pytest.param("cuda", "CUDA is not available here", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")),
+        pytest.param(
+            "cuda",
+            "CUDA is not available here",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA"),
+        ),
     ],
 )
 def test_bad_device_is_a_clear_error(requested: str, message: str) -> None:
@@ -61,7 +65,12 @@ def test_cpu_fit_with_a_dataloader() -> None:
     y = (x[:, 0] > 0).long()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
     watch = WhereAreBatches()
-    learner = Learner(tiny_model(), DataBunch(loader, loader), plugins=[TrainEval(), Device("cpu"), watch], defaults=False)
+    learner = Learner(
+        tiny_model(),
+        DataBunch(loader, loader),
+        plugins=[TrainEval(), Device("cpu"), watch],
+        defaults=False,
+    )
     learner.fit(1)
     assert watch.devices == {("cpu", "cpu", "cpu")}
 
@@ -70,7 +79,9 @@ def test_cpu_fit_with_a_dataloader() -> None:
 def test_cuda_moves_model_in_memory_data_and_batches() -> None:
     watch = WhereAreBatches()
     data = tiny_data()
-    learner = Learner(tiny_model(), data, plugins=[TrainEval(), Device("cuda"), watch], defaults=False)
+    learner = Learner(
+        tiny_model(), data, plugins=[TrainEval(), Device("cuda"), watch], defaults=False
+    )
     learner.fit(1)
     assert watch.devices == {("cuda", "cuda", "cuda")}
     assert next(learner.model.parameters()).is_cuda
@@ -84,6 +95,11 @@ def test_cuda_with_pinned_dataloader_non_blocking() -> None:
     dataset = torch.utils.data.TensorDataset(x, y)
     loader = torch.utils.data.DataLoader(dataset, batch_size=16, pin_memory=True)
     watch = WhereAreBatches()
-    learner = Learner(tiny_model(), DataBunch(loader, loader), plugins=[TrainEval(), Device("cuda"), watch], defaults=False)
+    learner = Learner(
+        tiny_model(),
+        DataBunch(loader, loader),
+        plugins=[TrainEval(), Device("cuda"), watch],
+        defaults=False,
+    )
     learner.fit(2)
     assert watch.devices == {("cuda", "cuda", "cuda")}

@@ -1,0 +1,115 @@
+"""The ``lookinside`` command end to end, and its one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_fit_on_digits_reaches_90_percent_and_writes_files(tmp_path: Path) -> None:
+    """The README's promise: default settings, real digits, >= 0.90 valid accuracy."""
+    out = tmp_path / "run"
+    env = dict(os.environ, MPLBACKEND="Agg")
+    result = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "fit", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == [
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "valid_loss",
+        "valid_accuracy",
+        "time",
+    ]
+    with open(out / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == list(range(10))
+    assert float(rows[-1]["valid_accuracy"]) >= 0.90
+    for name in ("loss.png", "lr.png", "loss_vs_lr.png"):
+        content = (out / name).read_bytes()
+        assert content.startswith(PNG_MAGIC) and len(content) > 1000, name
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "--data", "digitz"], "unknown dataset 'digitz' (did you mean 'digits'?)"),
+        (
+            ["fit", "--data", "mnist_pkl", "--data-path", "/nonexistent/mnist.pkl.gz"],
+            "/nonexistent/mnist.pkl.gz",
+        ),
+        (["fit", "-p", "progres"], "unknown plugin 'progres' (did you mean 'progress'?)"),
+        (["fit", "-p", "device:device=gpu"], "plugin 'device': unknown device 'gpu'"),
+        (["fit", "-p", "device:speed=1"], "plugin 'device' has no option 'speed'"),
+        (["fit", "-p", "no:train_eval"], "'train_eval' is required by the training loop"),
+        (["demo", "nope"], "unknown demo 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    if argv[0] == "fit":
+        argv = [*argv, "--out", str(tmp_path), "--epochs", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lookinside: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "--epochs", "-1"], "expected a non-negative integer, got '-1'"),
+        (["fit", "--lr", "zero"], "expected a number, got 'zero'"),
+        (["fit", "--bs", "0"], "expected a positive integer, got '0'"),
+    ],
+)
+def test_bad_numbers_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_plugins_lists_builtins_with_status_events_and_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["plugins", "-p", "no:progress"]) == 0
+    out = capsys.readouterr().out
+    assert "train_eval  [required]  lookinside 0.1.0, order -100" in out
+    assert "progress  [off (default)]" in out
+    assert "device  [on (default)]" in out
+    assert "    events: begin_fit, begin_batch" in out
+    assert "-p device:device=  (str; default auto)" in out
+
+
+def test_plugins_events_prints_the_training_loop(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--events"]) == 0
+    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert rows["begin_batch"] == "device, batch_transform"
+    assert rows["after_step"] == "-"
+    assert rows["after_epoch"].split(", ")[-2:] == ["progress", "csv_logger"]
+
+
+def test_demo_list_names_the_main_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "list"]) == 0
+    assert "cnn" in capsys.readouterr().out.split()

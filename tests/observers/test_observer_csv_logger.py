@@ -1,0 +1,115 @@
+"""Tests of observers.csv_logger: file content, flushing, where the file goes."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from observers.csv_logger import CSVLogger
+from observers.metrics import Metrics
+
+
+def _read(path):
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.reader(handle))
+
+
+def test_rows_equal_the_log_values(make_learner, make_data, log_capture, tmp_path):
+    logger = CSVLogger()
+    learner = make_learner(
+        [Metrics(), logger, log_capture], data=make_data(valid=False), out_dir=tmp_path
+    )
+    learner.fit(2)
+    assert logger.file_path == tmp_path / "metrics.csv"
+    header, *rows = _read(tmp_path / "metrics.csv")
+    assert header == list(log_capture.logs[0]) == logger.fieldnames
+    assert len(rows) == 2
+    for row, log in zip(rows, log_capture.logs):
+        for key, cell in zip(header, row):
+            value = log[key]
+            if value is None:
+                assert cell == ""
+            elif isinstance(value, int):
+                assert int(cell) == value
+            else:
+                assert float(cell) == value  # written in full precision
+    assert logger._file is None  # closed after the fit
+
+
+class _ReadDuringFit:
+    """Reads the CSV file at the end of each epoch, after the logger wrote."""
+
+    name = "read_during_fit"
+    order = 95
+
+    def __init__(self, path):
+        self.path = path
+        self.rows_seen: list[int] = []
+
+    def after_epoch(self, learner):
+        self.rows_seen.append(len(_read(self.path)) - 1)
+
+
+def test_each_row_is_flushed_at_once(make_learner, tmp_path):
+    reader = _ReadDuringFit(tmp_path / "metrics.csv")
+    make_learner([CSVLogger(), reader], out_dir=tmp_path).fit(3)
+    assert reader.rows_seen == [1, 2, 3]
+
+
+def test_finished_epochs_survive_a_failing_fit(make_learner, tmp_path):
+    class Boom:
+        name = "boom"
+        order = 0
+
+        def begin_epoch(self, learner):
+            if learner.epoch == 1:
+                raise KeyboardInterrupt
+
+    logger = CSVLogger("logs/run.csv")
+    with pytest.raises(KeyboardInterrupt):
+        make_learner([Metrics(), logger, Boom()], out_dir=tmp_path).fit(3)
+    _, *rows = _read(tmp_path / "logs" / "run.csv")
+    assert [row[0] for row in rows] == ["0"]
+    assert logger._file is None
+
+
+def test_later_keys_ignored_and_missing_keys_empty(make_learner, tmp_path):
+    class Varying:
+        name = "varying"
+        order = 0
+
+        def after_epoch(self, learner):
+            if learner.epoch == 0:
+                learner.log["first_only"] = 1.0
+            else:
+                learner.log["later"] = 2.0
+
+    make_learner([Varying(), CSVLogger()], out_dir=tmp_path).fit(2)
+    assert _read(tmp_path / "metrics.csv") == [["epoch", "first_only"], ["0", "1.0"], ["1", ""]]
+
+
+def test_relative_path_without_out_dir_writes_nothing(make_learner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    logger = CSVLogger()
+    make_learner([Metrics(), logger]).fit(1)
+    assert logger.file_path is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_absolute_path_without_out_dir(make_learner, tmp_path):
+    target = tmp_path / "abs" / "m.csv"
+    make_learner([CSVLogger(str(target))]).fit(2)
+    assert _read(target) == [["epoch"], ["0"], ["1"]]
+
+
+def test_a_new_fit_replaces_the_file(make_learner, tmp_path):
+    learner = make_learner([CSVLogger()], out_dir=tmp_path)
+    learner.fit(3)
+    learner.fit(1)
+    assert _read(tmp_path / "metrics.csv") == [["epoch"], ["0"]]
+
+
+def test_bad_path():
+    with pytest.raises(ValueError, match="plugin 'csv_logger'.*'path'"):
+        CSVLogger("")
