@@ -2,7 +2,7 @@
 
 Run it with::
 
-    lookinside demo cnn [--data digits] [--epochs 5] [--lr 0.4] [--bs 64] [--out DIR]
+    lookinside demo cnn [--data digits] [--epochs 10] [--lr 0.2] [--bs 16] [--out DIR]
     python -m demos.cnn --data mnist_pkl --data-path mnist.pkl.gz --bs 512 --epochs 3
 
 It prints which plugins run at each event, trains with live progress and one row
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from engine.cli import add_data_arguments
-from engine.cli import add_plugin_arguments
+from engine.cli import add_training_arguments
 from engine.datasets import load_data
 from engine.learner import Learner
 from engine.manager import load_catalog
@@ -28,11 +27,7 @@ from engine.models import cnn
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lookinside demo cnn", description=__doc__.split("\n")[0])
-    add_data_arguments(parser)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=0.4)
-    parser.add_argument("--out", default="lookinside-out/cnn")
-    add_plugin_arguments(parser)
+    add_training_arguments(parser, out="lookinside-out/cnn")
     args = parser.parse_args(argv)
 
     catalog = load_catalog()

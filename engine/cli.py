@@ -68,14 +68,36 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, default_bs: int = 64) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, default_bs: int = 16) -> None:
     """The dataset options shared by ``fit`` and the demos."""
     parser.add_argument("--data", default="digits", help="dataset name (default: digits, embedded)")
     parser.add_argument("--data-dir", default="data", help="folder of torchvision datasets")
     parser.add_argument("--data-path", default=None, help="path of mnist.pkl.gz for mnist_pkl")
     parser.add_argument("--download", action="store_true", help="let torchvision download")
-    parser.add_argument("--bs", type=_positive_int, default=default_bs, help="batch size")
+    parser.add_argument(
+        "--bs", type=_positive_int, default=default_bs, help=f"batch size (default {default_bs})"
+    )
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+
+
+def add_training_arguments(
+    parser: argparse.ArgumentParser, out: str, epochs: int = 10, lr: float = 0.2, bs: int = 16
+) -> None:
+    """Data, epochs, learning rate, output folder and ``-p``: ``fit``'s and the demos'.
+
+    The defaults (10 epochs, lr 0.2, bs 16) are chosen for the embedded digits:
+    the lesson's CNN reaches about 0.95 valid accuracy there. For MNIST use the
+    lesson's bs 512 and lr 0.4.
+    """
+    add_data_arguments(parser, default_bs=bs)
+    parser.add_argument(
+        "--epochs", type=_non_negative_int, default=epochs, help=f"epochs (default {epochs})"
+    )
+    parser.add_argument(
+        "--lr", type=_positive_float, default=lr, help=f"learning rate (default {lr})"
+    )
+    parser.add_argument("--out", default=out, help=f"folder for metrics.csv and plots ({out})")
+    add_plugin_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,15 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     fit = commands.add_parser("fit", help="train the lesson's CNN on a dataset")
-    add_data_arguments(fit, default_bs=16)
-    fit.add_argument("--epochs", type=_non_negative_int, default=10, help="epochs (default 10)")
-    fit.add_argument("--lr", type=_positive_float, default=0.2, help="learning rate (default 0.2)")
+    add_training_arguments(fit, out="lookinside-out")
     fit.add_argument(
         "--channels", type=_channels, default=(8, 16, 32, 32), help="CNN channels, e.g. 8,16,32,32"
     )
-    fit.add_argument("--out", default="lookinside-out", help="folder for metrics.csv and plots")
     fit.add_argument("--no-defaults", action="store_true", help="enable only the named plugins")
-    add_plugin_arguments(fit)
 
     plugins = commands.add_parser("plugins", help="list installed plugins and their options")
     plugins.add_argument("--events", action="store_true", help="print the training loop")
@@ -147,10 +165,18 @@ def _fit(args: argparse.Namespace) -> int:
     import torch
 
     from engine.datasets import load_data
+    from engine.exceptions import LookinsideError
     from engine.learner import Learner
     from engine.manager import load_catalog
     from engine.models import cnn
 
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LookinsideError(
+            f"cannot create the output folder --out {out}: {exc.strerror}"
+        ) from exc
     catalog = load_catalog()
     extra = {name: spec.loader for name, spec in catalog.datasets.items()}
     data = load_data(
@@ -165,7 +191,6 @@ def _fit(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     n_in = data.input_shape[0] if data.input_shape else 1
     model = cnn(n_out=data.c or 10, channels=args.channels, n_in=n_in)
-    out = Path(args.out)
     learner = Learner(
         model,
         data,

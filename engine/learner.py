@@ -21,6 +21,7 @@ from torch import nn
 
 from engine import events as ev
 from engine.bus import PluginBus
+from engine.bus import plugin_name
 from engine.data import DataBunch
 from engine.exceptions import CancelBatchException
 from engine.exceptions import CancelEpochException
@@ -128,8 +129,8 @@ class Learner:
     @contextmanager
     def added(self, plugin: object, name: str | None = None) -> Iterator[object]:
         """Attach ``plugin`` for the duration of a ``with`` block."""
-        attached = self.plugins.add(plugin, name)
-        key = next(key for key, value in self.plugins.items() if value is attached)
+        key = name or plugin_name(plugin)
+        attached = self.plugins.add(plugin, key)
         try:
             yield attached
         finally:

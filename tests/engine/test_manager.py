@@ -221,3 +221,37 @@ def test_training_loop_printout_lists_plugins_per_event_in_order() -> None:
     assert lines["begin_batch"] == "device, batch_transform"
     assert lines["begin_fit"].startswith("train_eval, device, batch_transform")
     assert "progress" not in training_loop(enabled)
+
+
+DATASET_MODULE = '''
+import torch
+from engine import hookimpl
+from engine.data import DataBunch
+
+def squares(bs: int = 4, seed: int = 0):
+    """Tiny synthetic squares."""
+    x = torch.randn(8, 4)
+    y = torch.zeros(8, dtype=torch.long)
+    return DataBunch.from_tensors(x, y, x, y, bs=bs, seed=seed, c=2, input_shape=(1, 2, 2), name="squares")
+
+@hookimpl
+def lookinside_datasets(register):
+    register("squares", squares)
+'''
+
+
+def test_a_plugin_module_can_add_datasets(site: Path) -> None:
+    fake_distribution(
+        site, "lookinside-squares", {"squares": "fake_squares"}, {"fake_squares": DATASET_MODULE}
+    )
+    from engine.datasets import load_data
+
+    catalog = load_catalog(autoload=True)
+    spec = catalog.datasets["squares"]
+    assert (
+        spec.doc == "Tiny synthetic squares." and spec.origin.distribution == "lookinside-squares"
+    )
+    data = load_data(
+        "squares", {name: s.loader for name, s in catalog.datasets.items()}, bs=2, data_dir="x"
+    )
+    assert data.name == "squares" and len(data.train_dl) == 4  # type: ignore[arg-type]

@@ -1,0 +1,100 @@
+"""The project itself: modules import cleanly, docstring examples run, the README's Python works."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("engine", "plugins", "observers", "demos")
+
+
+def all_modules() -> list[str]:
+    names = []
+    for package in PACKAGES:
+        names.append(package)
+        module = importlib.import_module(package)
+        names += [
+            info.name for info in pkgutil.walk_packages(module.__path__, prefix=f"{package}.")
+        ]
+    return names
+
+
+def test_every_module_imports_without_warnings() -> None:
+    """One interpreter with -W error imports each module (fresh interpreters cost seconds each)."""
+    script = (
+        "import importlib, sys\n"
+        "failed = []\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as exc:\n"
+        "        failed.append(f'{name}: {type(exc).__name__}: {exc}')\n"
+        "print('\\n'.join(failed))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script, *all_modules()],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("name", [n for n in all_modules() if not n.startswith("demos")])
+def test_docstring_examples_run(name: str) -> None:
+    results = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert results.failed == 0
+
+
+def test_every_module_starts_with_future_annotations() -> None:
+    for name in all_modules():
+        path = Path(importlib.import_module(name).__file__ or "")
+        source = path.read_text()
+        if source.strip() and not path.name == "__init__.py":
+            assert "from __future__ import annotations" in source, path
+
+
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    usage = next(block for block in blocks if "learner.fit" in block)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(usage.replace("learner.fit(3)", "learner.fit(1)"), "README.md", "exec"), namespace)
+    assert (tmp_path / "runs" / "b" / "metrics.csv").exists()
+    assert namespace["ax"] is not None
+
+
+def test_readme_plugin_example_attaches_and_stops_training() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = next(
+        b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "class StopAtLoss" in b
+    )
+    namespace: dict[str, object] = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    from engine import Learner
+    from tests.helpers import Spy
+    from tests.helpers import tiny_data
+    from tests.helpers import tiny_model
+
+    spy = Spy()
+    stop = namespace["StopAtLoss"](threshold=10.0)  # type: ignore[operator]
+    Learner(tiny_model(), tiny_data(), plugins=[spy, stop], defaults=False).fit(3)
+    assert spy.seen[-2:] == ["after_cancel_train", "after_fit"]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "python3 dev.py test" in readme and "\npython3 dev.py test" in ci
+    assert "python3 dev.py demo" in readme
