@@ -12,6 +12,10 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.manager import Catalog
 
 MAIN_DEMO = "cnn"
 """The demo ``lookinside demo`` runs without a name (the README's first command)."""
@@ -100,7 +104,8 @@ def add_training_arguments(
     add_plugin_arguments(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
+    """The ``lookinside`` parser, with the subcommands plugin modules add."""
     parser = argparse.ArgumentParser(
         prog="lookinside",
         description="Train PyTorch models with plugins on an event bus, and look inside them.",
@@ -114,30 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels", type=_channels, default=(8, 16, 32, 32), help="CNN channels, e.g. 8,16,32,32"
     )
     fit.add_argument("--no-defaults", action="store_true", help="enable only the named plugins")
+    fit.set_defaults(run=_fit)
 
     plugins = commands.add_parser("plugins", help="list installed plugins and their options")
     plugins.add_argument("--events", action="store_true", help="print the training loop")
     plugins.add_argument("--no-defaults", action="store_true", help="as fit --no-defaults")
     add_plugin_arguments(plugins)
+    plugins.set_defaults(run=_plugins)
 
     demo = commands.add_parser("demo", help=f"run a demo (default: {MAIN_DEMO})")
     demo.add_argument("name", nargs="?", default=MAIN_DEMO, help="the demo; 'list' lists them")
     demo.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the demo")
+    demo.set_defaults(run=lambda args: _demo(args.name, args.args))
+    if catalog is not None:
+        catalog.pm.hook.lookinside_commands(commands=commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``lookinside`` command; returns the exit status."""
     from engine.exceptions import LookinsideError
+    from engine.manager import load_catalog
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    catalog = load_catalog()
+    args = build_parser(catalog).parse_args(argv)
+    args.catalog = catalog
     try:
-        if args.command == "fit":
-            return _fit(args)
-        if args.command == "plugins":
-            return _plugins(args)
-        return _demo(args.name, args.args)
+        return int(args.run(args) or 0)
     except LookinsideError as exc:
         print(f"lookinside: error: {exc}", file=sys.stderr)
         return 2
@@ -149,10 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _plugins(args: argparse.Namespace) -> int:
     from engine.listing import describe_plugins
     from engine.listing import training_loop
-    from engine.manager import load_catalog
     from engine.selection import select
 
-    catalog = load_catalog()
+    catalog = args.catalog
     if args.events:
         enabled, _ = select(catalog, args.plugins, not args.no_defaults)
         print(training_loop(enabled))
@@ -167,7 +174,6 @@ def _fit(args: argparse.Namespace) -> int:
     from engine.datasets import load_data
     from engine.exceptions import LookinsideError
     from engine.learner import Learner
-    from engine.manager import load_catalog
     from engine.models import cnn
 
     out = Path(args.out)
@@ -177,7 +183,7 @@ def _fit(args: argparse.Namespace) -> int:
         raise LookinsideError(
             f"cannot create the output folder --out {out}: {exc.strerror}"
         ) from exc
-    catalog = load_catalog()
+    catalog = args.catalog
     extra = {name: spec.loader for name, spec in catalog.datasets.items()}
     data = load_data(
         args.data,

@@ -103,8 +103,8 @@ events = _EventNamespace()
 
 begin_fit = events.signal(
     "begin_fit",
-    doc="The fit starts. Set: model, data, opt, epochs, loss_func, out_dir. "
-    "May raise CancelTrainException.",
+    doc="The fit starts. Set: model, data, opt, epochs, loss_func, out_dir, epoch=0. "
+    "Receivers may set epoch to start later (resuming). May raise CancelTrainException.",
 )
 begin_epoch = events.signal(
     "begin_epoch",
@@ -171,7 +171,8 @@ after_cancel_train = events.signal(
 after_fit = events.signal(
     "after_fit",
     doc="The fit is over: always sent, also after an error or KeyboardInterrupt, "
-    "so plugins release what they hold here. Raises nothing the loop catches.",
+    "so plugins release what they hold here. Set: error (the exception ending the "
+    "fit, or None). Raises nothing the loop catches.",
 )
 
 EVENTS: tuple[str, ...] = (

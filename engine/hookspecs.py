@@ -81,3 +81,18 @@ def lookinside_datasets(register: Callable[..., Any]) -> None:
 
     :param register: the registration function.
     """
+
+
+@hookspec
+def lookinside_commands(commands: Any) -> None:
+    """Add subcommands to the ``lookinside`` command line.
+
+    Called once, when the command line is parsed, for every loaded plugin module.
+    ``commands`` is the ``argparse`` sub-parsers object: add a parser with
+    ``commands.add_parser(NAME, help=...)`` and give it ``set_defaults(run=FUNC)``;
+    ``FUNC(args)`` returns the exit status. Raise
+    :class:`engine.exceptions.LookinsideError` for bad input: the CLI prints it
+    on one line and exits with status 2.
+
+    :param commands: the sub-parsers of the ``lookinside`` parser.
+    """

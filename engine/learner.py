@@ -50,6 +50,8 @@ class Learner:
       that sets them and of the following ones
     - ``log``: per-epoch values observers write (``train_loss``...), new each epoch
     - ``out_dir``: where observers write files, or ``None``
+    - ``error``: in ``after_fit``, the exception (or KeyboardInterrupt) ending the
+      fit, else ``None``
     - ``plugins``: the attached plugins by name, in the order they run
 
     :param model: the network.
@@ -103,6 +105,7 @@ class Learner:
         self.pred: Any = None
         self.loss: Any = None
         self.log: dict[str, Any] = {}
+        self.error: BaseException | None = None
         self.plugins = PluginBus(self)
         self._trace = False
         self._fitting = False
@@ -160,9 +163,11 @@ class Learner:
         self.epoch = 0
         self._trace = tracing()
         self._fitting = True
+        self.error = None
         try:
             self._emit(ev.begin_fit)
-            for epoch in range(epochs):
+            # a begin_fit receiver may move the start (resuming from a checkpoint)
+            for epoch in range(self.epoch, epochs):
                 self.epoch = epoch
                 self.log = {"epoch": epoch}
                 self._one_pass(self.data.train_dl, True, ev.begin_epoch)
@@ -172,6 +177,9 @@ class Learner:
                 self._emit(ev.after_epoch)
         except CancelTrainException:
             self._emit(ev.after_cancel_train)
+        except BaseException as exc:
+            self.error = exc  # after_fit receivers see why the fit ended
+            raise
         finally:
             self._fitting = False
             self._emit(ev.after_fit)

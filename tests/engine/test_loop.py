@@ -292,3 +292,30 @@ def test_fit_is_not_reentrant(spy: Spy) -> None:
     with pytest.raises(RuntimeError, match="already fitting"):
         run(spy, Nested())
     assert spy.seen[-1] == "after_fit"
+
+
+def test_after_fit_sees_the_error_that_ended_the_fit() -> None:
+    seen: list[object] = []
+
+    class Watch:
+        def after_fit(self, learner: Any) -> None:
+            seen.append(learner.error)
+
+    error = KeyError("x")
+    with pytest.raises(KeyError):
+        run(Spy(), Watch(), Raiser("after_step", error))
+    run(Spy(), Watch(), Raiser("after_step", CancelTrainException))
+    run(Spy(), Watch())
+    assert seen == [error, None, None]
+
+
+def test_begin_fit_may_move_the_start_epoch(spy: Spy) -> None:
+    class Resume:
+        order = -200
+
+        def begin_fit(self, learner: Any) -> None:
+            learner.epoch = 2
+
+    learner = run(spy, Resume(), epochs=3)
+    assert spy.seen == ["begin_fit", *epoch(), "after_fit"]
+    assert learner.epoch == 2

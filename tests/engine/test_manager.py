@@ -255,3 +255,30 @@ def test_a_plugin_module_can_add_datasets(site: Path) -> None:
         "squares", {name: s.loader for name, s in catalog.datasets.items()}, bs=2, data_dir="x"
     )
     assert data.name == "squares" and len(data.train_dl) == 4  # type: ignore[arg-type]
+
+
+COMMAND_MODULE = """
+from engine import hookimpl
+
+def hello(args):
+    print(f"hello {args.who}")
+    return 3
+
+@hookimpl
+def lookinside_commands(commands):
+    parser = commands.add_parser("hello", help="say hello")
+    parser.add_argument("who")
+    parser.set_defaults(run=hello)
+"""
+
+
+def test_a_plugin_module_can_add_a_subcommand(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    fake_distribution(
+        site, "lookinside-hello", {"hello": "fake_hello"}, {"fake_hello": COMMAND_MODULE}
+    )
+    assert main(["hello", "world"]) == 3
+    assert capsys.readouterr().out == "hello world\n"
