@@ -13,8 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Literal
 
 if TYPE_CHECKING:
+    from engine.config import Config
     from engine.manager import Catalog
 
 MAIN_DEMO = "cnn"
@@ -61,7 +63,7 @@ def _channels(text: str) -> tuple[int, ...]:
 
 
 def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
-    """``-p NAME[:key=value,...]`` and ``-p no:NAME``, repeatable."""
+    """``-p NAME[:key=value,...]``, ``-p no:NAME``, ``--config`` and ``--no-config``."""
     parser.add_argument(
         "-p",
         dest="plugins",
@@ -70,6 +72,21 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME[:key=value,...]",
         help="enable a plugin (with options), or turn one off with no:NAME; repeatable",
     )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: lookinside.toml or [tool.lookinside] found upward)",
+    )
+    parser.add_argument("--no-config", action="store_true", help="read no config file")
+
+
+def config_from_args(args: argparse.Namespace) -> Config | Literal[False]:
+    """The config ``--config``/``--no-config`` ask for, for :class:`~engine.learner.Learner`."""
+    from engine.config import load_config
+
+    if args.no_config:
+        return False
+    return load_config(args.config)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, default_bs: int = 16) -> None:
@@ -160,11 +177,12 @@ def _plugins(args: argparse.Namespace) -> int:
     from engine.selection import select
 
     catalog = args.catalog
+    config = config_from_args(args) or None
     if args.events:
-        enabled, _ = select(catalog, args.plugins, not args.no_defaults)
+        enabled, _ = select(catalog, args.plugins, not args.no_defaults, config, "-p")
         print(training_loop(enabled))
     else:
-        print(describe_plugins(catalog, args.plugins, not args.no_defaults))
+        print(describe_plugins(catalog, args.plugins, not args.no_defaults, config))
     return 0
 
 
@@ -205,6 +223,7 @@ def _fit(args: argparse.Namespace) -> int:
         defaults=not args.no_defaults,
         out_dir=out,
         catalog=catalog,
+        config=config_from_args(args),
     )
     learner.fit(args.epochs)
     written = sorted(p.name for p in out.iterdir()) if out.is_dir() else []

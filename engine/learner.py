@@ -22,6 +22,8 @@ from torch import nn
 from engine import events as ev
 from engine.bus import PluginBus
 from engine.bus import plugin_name
+from engine.config import Config
+from engine.config import load_config
 from engine.data import DataBunch
 from engine.exceptions import CancelBatchException
 from engine.exceptions import CancelEpochException
@@ -66,6 +68,10 @@ class Learner:
     :param out_dir: the folder observers write plots and CSV files into.
     :param catalog: the plugin catalogue to resolve names in; by default the
         installed plugins (:func:`engine.manager.load_catalog`).
+    :param config: a config file (path or :class:`~engine.config.Config`) whose
+        ``plugins`` and option tables apply before ``plugins``; ``None`` finds
+        ``lookinside.toml`` / ``[tool.lookinside]`` from the current folder up
+        (only when ``defaults`` is on); ``False`` reads none.
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class Learner:
         defaults: bool = True,
         out_dir: str | Path | None = None,
         catalog: Catalog | None = None,
+        config: Config | str | Path | bool | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
@@ -112,10 +119,14 @@ class Learner:
         self._generation = -1
         self._dispatch: dict[NamedSignal, tuple[Callable[[Any], None], ...] | None] = {}
         requests = list(plugins)
-        if catalog is None and (defaults or any(isinstance(r, (str, tuple)) for r in requests)):
+        self.config = _as_config(config, defaults)
+        named = any(isinstance(r, (str, tuple)) for r in requests) or self.config.path is not None
+        if catalog is None and (defaults or named):
             catalog = load_catalog()
         self.catalog = catalog
-        enabled, objects = select(catalog, requests, defaults) if catalog else ([], requests)
+        enabled, objects = (
+            select(catalog, requests, defaults, self.config) if catalog else ([], requests)
+        )
         for item in enabled:
             self.plugins.add(item.create(), item.spec.name)
         for plugin in objects:
@@ -287,6 +298,16 @@ def _add_note(exc: Exception, owner: tuple[str, str] | None, event: str) -> None
     )
     if hasattr(exc, "add_note") and where not in getattr(exc, "__notes__", ()):
         exc.add_note(where)
+
+
+def _as_config(config: Config | str | Path | bool | None, defaults: bool) -> Config:
+    if isinstance(config, Config):
+        return config
+    if config is False or (config is None and not defaults):
+        return Config()
+    if config is None or config is True:
+        return load_config()
+    return load_config(config)
 
 
 def _length(dl: Iterable[Any]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from engine.bus import event_methods
+from engine.config import Config
 from engine.events import EVENTS
 from engine.manager import Catalog
 from engine.manager import PluginSpec
@@ -14,12 +15,10 @@ from engine.selection import PluginRequest
 from engine.selection import select
 
 
-def _status(spec: PluginSpec, enabled: set[str]) -> str:
-    if spec.required:
-        return "required"
+def _status(spec: PluginSpec, enabled: dict[str, Enabled]) -> str:
     if spec.name in enabled:
-        return "on" if not spec.default else "on (default)"
-    return "off (default)" if spec.default else "off"
+        return f"on: {enabled[spec.name].source}"
+    return "off (on by default)" if spec.default else "off"
 
 
 def _format_default(value: object) -> str:
@@ -33,12 +32,18 @@ def _format_default(value: object) -> str:
 
 
 def describe_plugins(
-    catalog: Catalog, requests: Iterable[PluginRequest] = (), defaults: bool = True
+    catalog: Catalog,
+    requests: Iterable[PluginRequest] = (),
+    defaults: bool = True,
+    config: Config | None = None,
+    source: str = "-p",
 ) -> str:
-    """Every catalogued plugin: status, origin, order, events, options and doc."""
-    chosen, _ = select(catalog, requests, defaults)
-    enabled = {item.spec.name for item in chosen}
+    """Every catalogued plugin: status and where it came from, origin, order, events, options."""
+    chosen, _ = select(catalog, requests, defaults, config, source)
+    enabled = {item.spec.name: item for item in chosen}
     lines: list[str] = []
+    if config is not None and config.path is not None:
+        lines += [f"config file: {config.path}", ""]
     specs = sorted(catalog.plugins.values(), key=lambda s: (s.order or 0, s.name))
     for spec in specs:
         origin = spec.origin
@@ -48,16 +53,25 @@ def describe_plugins(
         if spec.doc:
             lines.append(f"    {spec.doc}")
         lines.append(f"    events: {', '.join(spec.events) or '(decided when created)'}")
+        item = enabled.get(spec.name)
         for option in spec.options:
             help_text = f"  {option.help}" if option.help else ""
             lines.append(
                 f"    -p {spec.name}:{option.name}=  ({option.type_name}; default "
                 f"{_format_default(option.default)}){help_text}"
             )
+            if item is not None and option.name in item.options:
+                value = _format_default(item.options[option.name])
+                lines.append(f"        = {value}  (from {item.option_sources[option.name]})")
     if catalog.unloaded:
         lines.append("")
         lines.append("Not loaded (LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD is set; load with -p NAME):")
         for name, ep in sorted(catalog.unloaded.items()):
+            lines.append(f"  {name}  ({ep.value})")
+    if catalog.blocked:
+        lines.append("")
+        lines.append("Not loaded (not in the LOOKINSIDE_PLUGINS allow-list):")
+        for name, ep in sorted(catalog.blocked.items()):
             lines.append(f"  {name}  ({ep.value})")
     if catalog.broken:
         lines.append("")

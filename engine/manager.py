@@ -12,6 +12,9 @@ Environment variables:
     Third-party entry points are not imported unless named (``-p NAME`` or
     ``plugins=["NAME"]``). The built-in plugins of the ``lookinside``
     distribution always load.
+``LOOKINSIDE_PLUGINS=a,b``
+    An allow-list: only the third-party plugins named are loaded (built-in ones
+    always are); naming another one is an error saying so. Empty: none.
 ``LOOKINSIDE_TRACE=1``
     Log every hook call (and every event sent, see :mod:`engine.bus`).
 """
@@ -45,7 +48,10 @@ REQUIRED_PLUGINS = ("train_eval",)
 """Plugins the loop needs; they are always enabled and cannot be turned off."""
 
 trace_log = logging.getLogger("lookinside.trace")
-"""The logger ``LOOKINSIDE_TRACE=1`` writes to (a stderr handler is added if none)."""
+"""The logger ``LOOKINSIDE_PLUGINS=a,b``
+    An allow-list: only the third-party plugins named are loaded (built-in ones
+    always are); naming another one is an error saying so. Empty: none.
+``LOOKINSIDE_TRACE=1`` writes to (a stderr handler is added if none)."""
 
 
 def tracing() -> bool:
@@ -58,6 +64,14 @@ def tracing() -> bool:
         trace_log.addHandler(handler)
     trace_log.setLevel(logging.DEBUG)
     return True
+
+
+def allow_list() -> frozenset[str] | None:
+    """The names in ``LOOKINSIDE_PLUGINS``, or ``None`` when it is not set."""
+    value = os.environ.get("LOOKINSIDE_PLUGINS")
+    if value is None:
+        return None
+    return frozenset(name.strip() for name in value.split(",") if name.strip())
 
 
 def autoload_enabled() -> bool:
@@ -154,6 +168,8 @@ class Catalog:
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
     unloaded: dict[str, importlib.metadata.EntryPoint] = field(default_factory=dict)
     """Third-party entry points not imported because autoload is off."""
+    blocked: dict[str, importlib.metadata.EntryPoint] = field(default_factory=dict)
+    """Third-party entry points left out by the ``LOOKINSIDE_PLUGINS`` allow-list."""
 
     def get(self, name: str) -> PluginSpec:
         """The plugin called ``name``, loading it now if autoload skipped it."""
@@ -164,6 +180,11 @@ class Catalog:
         if name in self.unloaded:
             _load_entry_point(self, self.unloaded.pop(name))
             return self.get(name)
+        if name in self.blocked:
+            raise PluginError(
+                f"plugin {name!r} is installed but not in LOOKINSIDE_PLUGINS "
+                f"({os.environ.get('LOOKINSIDE_PLUGINS', '')!r}); add it there to use it"
+            )
         available = sorted(self.plugins) + sorted(self.unloaded)
         hint = _closest(name, available)
         raise PluginError(
@@ -224,8 +245,13 @@ def load_catalog(
     catalog = Catalog(make_plugin_manager())
     if entry_points is None:
         entry_points = importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)
+    allowed = allow_list()
     for ep in entry_points:
-        if autoload or _distribution(ep)[0] == BUILTIN_DISTRIBUTION:
+        if _distribution(ep)[0] == BUILTIN_DISTRIBUTION:
+            _load_entry_point(catalog, ep)
+        elif allowed is not None and ep.name not in allowed:
+            catalog.blocked.setdefault(ep.name, ep)
+        elif autoload:
             _load_entry_point(catalog, ep)
         else:
             catalog.unloaded.setdefault(ep.name, ep)
@@ -288,6 +314,12 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
             raise PluginError(
                 f"plugin {plugin_name!r}: register() expects a plugin class or factory, "
                 f"got {factory!r}"
+            )
+        if isinstance(factory, type) and not any(callable(getattr(factory, e, None)) for e in EVENTS):
+            raise PluginError(
+                f"plugin {plugin_name!r}: class {factory.__name__} has no event methods; "
+                "define at least one, e.g. 'def after_epoch(self, learner)' (events: "
+                f"{', '.join(EVENTS)})"
             )
         summary = doc or (inspect.getdoc(factory) or "").partition("\n")[0]
         registered.append(

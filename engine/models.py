@@ -4,7 +4,9 @@
 each channel over the image and maps the channels to the classes with a linear
 layer. The convolutions come from a ``layer`` factory (:func:`conv_layer` by
 default) so that variants (with batch norm, other activations...) can be swapped
-in without rewriting the network.
+in without rewriting the network: :func:`conv_norm_layer` builds the factory for
+any activation and normalization of :data:`NORMS`, and :func:`cnn_07` is notebook
+07's network, ``cnn_07("batch")`` and so on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from engine.layers import BatchNorm
+from engine.layers import InstanceNorm
+from engine.layers import LayerNorm
+from engine.layers import RunningBatchNorm
+from engine.layers import group_norm
 
 
 class Lambda(nn.Module):
@@ -113,3 +121,110 @@ def cnn(
         Lambda(flatten),
         nn.Linear(widths[-1], n_out),
     )
+
+
+NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "batch": BatchNorm,
+    "torch_batch": nn.BatchNorm2d,
+    "layer": lambda nf: LayerNorm(),
+    "instance": InstanceNorm,
+    "group": group_norm,
+    "running_batch": RunningBatchNorm,
+}
+"""The normalizations :func:`conv_norm_layer` knows by name, each built as ``norm(nf)``.
+
+``batch`` is :class:`~engine.layers.BatchNorm`, ``torch_batch`` torch's
+``nn.BatchNorm2d``, ``layer`` :class:`~engine.layers.LayerNorm`, ``instance``
+:class:`~engine.layers.InstanceNorm` (eps 1e-5), ``group``
+:func:`~engine.layers.group_norm` (4 groups), ``running_batch``
+:class:`~engine.layers.RunningBatchNorm`.
+"""
+
+CHANNELS_07 = (8, 16, 32, 64, 64)
+"""The convolutions' widths of notebook 07's network (:func:`cnn_07`)."""
+
+NormSpec = str | Callable[[int], nn.Module] | None
+"""A normalization: a name in :data:`NORMS`, a callable ``norm(nf)``, or None for none."""
+
+
+def _norm_factory(norm: NormSpec) -> Callable[[int], nn.Module] | None:
+    """Resolve ``norm`` to a callable ``norm(nf)`` (or None), raising on unknown names."""
+    if norm is None or norm == "none":
+        return None
+    if isinstance(norm, str):
+        if norm not in NORMS:
+            raise ValueError(
+                f"conv_norm_layer: unknown norm {norm!r}; expected one of "
+                f"{', '.join(repr(n) for n in NORMS)}, 'none', None or a callable norm(nf)"
+            )
+        return NORMS[norm]
+    if not callable(norm):
+        raise TypeError(
+            f"conv_norm_layer: norm should be a name in {sorted(NORMS)}, None or a callable "
+            f"norm(nf), got {norm!r}"
+        )
+    return norm
+
+
+def conv_norm_layer(
+    norm: NormSpec = "batch",
+    act: Callable[[], nn.Module] = nn.ReLU,
+    bias: bool | None = None,
+) -> Callable[..., nn.Sequential]:
+    """A layer factory for :func:`cnn`: convolution, activation, then normalization.
+
+    The factory returned is called as ``layer(ni, nf, ks=3, stride=2)`` like
+    :func:`conv_layer` and builds ``nn.Sequential(conv, act(), norm(nf))``, in the
+    order of notebook 07: the norm comes after the activation. The convolution
+    has no bias when a norm follows (by default), since the norm adds its own
+    learned shift; without a norm the layer is :func:`conv_layer`'s.
+
+    ``cnn(layer=conv_norm_layer("running_batch", partial(GeneralRelu, 0.1, 0.4, 6)))``
+    builds the lesson's network with any normalization and activation.
+
+    :param norm: a name in :data:`NORMS` (``"batch"``, ``"torch_batch"``,
+        ``"layer"``, ``"instance"``, ``"group"``, ``"running_batch"``), a callable
+        ``norm(nf)`` returning a module, or None (or ``"none"``) for no norm.
+    :param act: builds the activation module, called with no argument
+        (``nn.ReLU``, ``partial(GeneralRelu, leak=0.1)``...).
+    :param bias: whether the convolution has a bias; None means "only without a norm".
+    """
+    make_norm = _norm_factory(norm)
+    if not callable(act):
+        raise TypeError(
+            f"conv_norm_layer: act should build an activation module when called with no "
+            f"argument (like nn.ReLU), got {act!r}"
+        )
+    with_bias = make_norm is None if bias is None else bool(bias)
+
+    def layer(ni: int, nf: int, ks: int = 3, stride: int = 2) -> nn.Sequential:
+        """Convolution ``ni -> nf`` (``ks``, ``stride``, padding ``ks // 2``), act, norm."""
+        conv = nn.Conv2d(ni, nf, ks, padding=ks // 2, stride=stride, bias=with_bias)
+        modules = [conv, act()]
+        if make_norm is not None:
+            modules.append(make_norm(nf))
+        return nn.Sequential(*modules)
+
+    return layer
+
+
+def cnn_07(
+    norm: NormSpec = "batch",
+    n_out: int = 10,
+    n_in: int = 1,
+    act: Callable[[], nn.Module] = nn.ReLU,
+    channels: Sequence[int] = CHANNELS_07,
+) -> nn.Sequential:
+    """Notebook 07's network: :func:`cnn` of widths ``[8, 16, 32, 64, 64]`` and a norm.
+
+    The same network is built with any normalization (``norm=None`` for none),
+    so their results can be compared; initialize it with
+    :func:`engine.init.init_cnn` as the lesson does.
+
+    :param norm: the normalization, as for :func:`conv_norm_layer`.
+    :param n_out: the number of outputs (classes).
+    :param n_in: the channels of the input images.
+    :param act: builds the activation module, as for :func:`conv_norm_layer`.
+    :param channels: the output channels of each convolutional layer.
+    """
+    return cnn(n_out=n_out, channels=channels, n_in=n_in, layer=conv_norm_layer(norm, act))

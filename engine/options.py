@@ -120,6 +120,7 @@ def parse_plugin_arg(text: str) -> tuple[str, dict[str, str]]:
 def convert(plugin: str, option: Option, value: Any) -> Any:
     """Convert ``value`` (a string from the CLI, or a Python value) to the option's type."""
     if not isinstance(value, str):
+        _check_value(plugin, option, value)
         return value
     try:
         return _convert(option.type, value)
@@ -127,6 +128,26 @@ def convert(plugin: str, option: Option, value: Any) -> Any:
         raise PluginError(
             f"plugin {plugin!r}: option {option.name!r} expects {option.type_name}, got {value!r}"
         ) from exc
+
+
+def _check_value(plugin: str, option: Option, value: Any) -> None:
+    """Python (or TOML) values for the simple types must have that type."""
+    kind = option.type
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind is str:
+        ok = isinstance(value, str)
+    else:
+        return  # unions, literals, sequences, callables: the plugin checks them
+    if not ok:
+        raise PluginError(
+            f"plugin {plugin!r}: option {option.name!r} expects {option.type_name}, got "
+            f"{value!r} ({type(value).__name__})"
+        )
 
 
 def _convert(kind: Any, text: str) -> Any:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
+from engine.config import Config
 from engine.exceptions import PluginError
 from engine.manager import Catalog
 from engine.manager import PluginSpec
@@ -35,6 +37,10 @@ class Enabled:
 
     spec: PluginSpec
     options: dict[str, Any]
+    source: str = "default"
+    """Where the plugin was enabled: ``default``, ``required``, a config file, ``-p``..."""
+    option_sources: dict[str, str] = field(default_factory=dict)
+    """Where each option given came from."""
 
     def create(self) -> object:
         """Call the factory with the options; bad values become a PluginError."""
@@ -51,44 +57,72 @@ class Enabled:
 
 
 def select(
-    catalog: Catalog, requests: Iterable[PluginRequest] = (), defaults: bool = True
+    catalog: Catalog,
+    requests: Iterable[PluginRequest] = (),
+    defaults: bool = True,
+    config: Config | None = None,
+    source: str = "python",
 ) -> tuple[list[Enabled], list[object]]:
-    """Resolve requests against the catalogue.
+    """Resolve requests against the catalogue: defaults, then the config file, then ``requests``.
 
+    :param config: a config file's requests, applied before ``requests`` (which win).
+    :param source: how ``requests`` are labelled in ``lookinside plugins``.
     :returns: the catalogued plugins to create, in the catalogue's order, and the
         plugin objects given directly, in the order given.
     """
-    chosen: dict[str, dict[str, Any]] = {}
+    chosen: dict[str, Enabled] = {}
     for name in catalog.defaults if defaults else []:
-        chosen[name] = {}
+        spec = catalog.plugins[name]
+        chosen[name] = Enabled(spec, {}, "required" if spec.required else "default")
     for spec in catalog.plugins.values():
-        if spec.required:
-            chosen.setdefault(spec.name, {})
+        if spec.required and spec.name not in chosen:
+            chosen[spec.name] = Enabled(spec, {}, "required")
     objects: list[object] = []
+    if config is not None and config.path is not None:
+        try:
+            _apply(catalog, config.requests(), chosen, objects, config.label)
+        except PluginError as exc:
+            raise PluginError(f"{config.path}: {exc}") from exc
+    _apply(catalog, requests, chosen, objects, source)
+    ordered = [name for name in catalog.plugins if name in chosen]
+    return [chosen[name] for name in ordered], objects
+
+
+def _apply(
+    catalog: Catalog,
+    requests: Iterable[PluginRequest],
+    chosen: dict[str, Enabled],
+    objects: list[object],
+    source: str,
+) -> None:
     for request in requests:
         if isinstance(request, str) and request.startswith("no:"):
             _turn_off(catalog, request[3:].strip(), chosen)
-        elif isinstance(request, str):
-            name, raw = parse_plugin_arg(request)
-            spec = catalog.get(name)
-            options = {key: convert(name, spec.option(key), value) for key, value in raw.items()}
-            chosen.setdefault(name, {}).update(options)
+            continue
+        if isinstance(request, str):
+            name, given = parse_plugin_arg(request)
         elif isinstance(request, tuple) and len(request) == 2 and isinstance(request[0], str):
             name, given = request
-            spec = catalog.get(name)
             if not isinstance(given, dict):
                 raise PluginError(f"plugin {name!r}: options must be a dict, got {given!r}")
-            options = {key: convert(name, spec.option(key), value) for key, value in given.items()}
-            chosen.setdefault(name, {}).update(options)
         elif isinstance(request, type):
             objects.append(request())
+            continue
         else:
             objects.append(request)
-    ordered = [name for name in catalog.plugins if name in chosen]
-    return [Enabled(catalog.plugins[name], chosen[name]) for name in ordered], objects
+            continue
+        spec = catalog.get(name)
+        options = {key: convert(name, spec.option(key), value) for key, value in given.items()}
+        if name not in chosen:
+            chosen[name] = Enabled(spec, {}, source)
+        enabled = chosen[name]
+        if not given and enabled.source in ("default", "required"):
+            enabled.source = f"{enabled.source}, {source}"
+        enabled.options.update(options)
+        enabled.option_sources.update(dict.fromkeys(options, source))
 
 
-def _turn_off(catalog: Catalog, name: str, chosen: dict[str, dict[str, Any]]) -> None:
+def _turn_off(catalog: Catalog, name: str, chosen: dict[str, Enabled]) -> None:
     if name in catalog.plugins:
         if catalog.plugins[name].required:
             raise PluginError(

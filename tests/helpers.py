@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,3 +48,16 @@ def tiny_data(n_train: int = 8, n_valid: int = 4, bs: int = 4, seed: int = 0) ->
 def tiny_model(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Linear(3, 2)
+
+
+def fake_distribution(
+    root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]
+) -> None:
+    """Write an installed-looking distribution (dist-info + modules) under ``root``."""
+    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # as pip names it
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[lookinside.plugins]\n{lines}\n")
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))

@@ -60,7 +60,7 @@ def test_every_module_starts_with_future_annotations() -> None:
     for name in all_modules():
         path = Path(importlib.import_module(name).__file__ or "")
         source = path.read_text()
-        if source.strip() and not path.name == "__init__.py":
+        if source.strip() and path.name != "__init__.py":
             assert "from __future__ import annotations" in source, path
 
 

@@ -95,9 +95,9 @@ def test_plugins_lists_builtins_with_status_events_and_options(
 ) -> None:
     assert main(["plugins", "-p", "no:progress"]) == 0
     out = capsys.readouterr().out
-    assert "train_eval  [required]  lookinside 0.1.0, order -100" in out
-    assert "progress  [off (default)]" in out
-    assert "device  [on (default)]" in out
+    assert "train_eval  [on: required]  lookinside 0.1.0, order -100" in out
+    assert "progress  [off (on by default)]" in out
+    assert "device  [on: default]" in out
     assert "    events: begin_fit, begin_batch" in out
     assert "-p device:device=  (str; default auto)" in out
 

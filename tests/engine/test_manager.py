@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from engine.listing import describe_plugins
 from engine.listing import training_loop
 from engine.manager import load_catalog
 from engine.selection import select
+from tests.helpers import fake_distribution
 from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 
@@ -40,30 +40,6 @@ class Counter:
 def lookinside_register(register):
     register(Counter)
 '''
-
-
-def fake_distribution(
-    root: Path, dist: str, entry_points: dict[str, str], modules: dict[str, str]
-) -> None:
-    """Write an installed-looking distribution (dist-info + modules) under ``root``."""
-    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # as pip names it
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[lookinside.plugins]\n{lines}\n")
-    for module, source in modules.items():
-        (root / f"{module}.py").write_text(textwrap.dedent(source))
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder on sys.path for fake distributions; their modules are unloaded after."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    before = set(sys.modules)
-    yield tmp_path
-    for name in set(sys.modules) - before:
-        if name.startswith("fake_"):
-            del sys.modules[name]
 
 
 def test_third_party_plugin_is_discovered_with_its_distribution(site: Path) -> None:
