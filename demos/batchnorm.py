@@ -84,7 +84,7 @@ VARIANTS = {
         Variant("torch_batch", "nn.BatchNorm2d", "torch_batch", 1.0),
         Variant("layer", "LayerNorm", "layer", 0.8),
         Variant("instance", "InstanceNorm (eps 1)", partial(InstanceNorm, eps=1.0), 0.1),
-        Variant("group", "GroupNorm (4 groups)", "group", 0.8),
+        Variant("group", "GroupNorm (4 groups)", "group", 0.4),
         Variant("running_batch", "RunningBatchNorm", "running_batch", 1.0),
     )
 }

@@ -148,6 +148,11 @@ def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
     demo.add_argument("name", nargs="?", default=MAIN_DEMO, help="the demo; 'list' lists them")
     demo.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the demo")
     demo.set_defaults(run=lambda args: _demo(args.name, args.args))
+
+    scaffold = commands.add_parser("new-plugin", help="write a plugin package to start from")
+    scaffold.add_argument("name", help="the plugin's name, e.g. grad_watch")
+    scaffold.add_argument("dir", nargs="?", default=".", help="where to write it (default .)")
+    scaffold.set_defaults(run=_new_plugin)
     if catalog is not None:
         catalog.pm.hook.lookinside_commands(commands=commands)
     return parser
@@ -229,6 +234,14 @@ def _fit(args: argparse.Namespace) -> int:
     written = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if written:
         print(f"wrote {', '.join(written)} to {out}")
+    return 0
+
+
+def _new_plugin(args: argparse.Namespace) -> int:
+    from engine.scaffold import new_plugin
+
+    root = new_plugin(args.name, args.dir)
+    print(f"wrote {root}: cd {root} && pip install . && lookinside fit -p {args.name}")
     return 0
 
 

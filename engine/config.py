@@ -59,8 +59,7 @@ class Config:
     def requests(self) -> Iterator[Any]:
         """The file's plugin requests, in the form :func:`engine.selection.select` takes."""
         yield from self.plugins
-        for name, options in self.options.items():
-            yield (name, options)
+        yield from self.options.items()
 
 
 def find_config(start: str | Path | None = None) -> Path | None:

@@ -29,8 +29,7 @@ def _check_number(value: object, layer: str, name: str, low: float, example: str
         raise TypeError(f"{layer}: {name} should be a number like {example}, got {value!r}")
     if not (math.isfinite(value) and value > low):
         raise ValueError(
-            f"{layer}: {name} should be a finite number above {low:g} like {example}, "
-            f"got {value!r}"
+            f"{layer}: {name} should be a finite number above {low:g} like {example}, got {value!r}"
         )
     return float(value)
 

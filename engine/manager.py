@@ -315,7 +315,9 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
                 f"plugin {plugin_name!r}: register() expects a plugin class or factory, "
                 f"got {factory!r}"
             )
-        if isinstance(factory, type) and not any(callable(getattr(factory, e, None)) for e in EVENTS):
+        if isinstance(factory, type) and not any(
+            callable(getattr(factory, e, None)) for e in EVENTS
+        ):
             raise PluginError(
                 f"plugin {plugin_name!r}: class {factory.__name__} has no event methods; "
                 "define at least one, e.g. 'def after_epoch(self, learner)' (events: "

@@ -1,4 +1,4 @@
-"""Helpers for checkpoints: random-number states, safe values, atomic writes.
+"""The checkpoint file: its layout, safe values, random-number states, atomic writes.
 
 Everything here produces or accepts values that ``torch.load(..., weights_only=True)``
 can read back: tensors, dicts, lists, tuples, str, int, float, bool and None. The
@@ -9,17 +9,44 @@ to lists and tensors, and back.
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import random
 import shutil
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import torch
+
+from engine.exceptions import PluginError
+
+FORMAT = "lookinside-checkpoint"
+"""The value of a checkpoint's ``format`` key."""
+
+VERSION = 1
+"""The layout version this module writes; it reads this one and older."""
+
+_REQUIRED: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "complete": (bool,),
+    "n_iter": (int,),
+    "n_epochs": (int, float),
+    "model": (dict,),
+    "optimizer": (dict, type(None)),
+    "rng": (dict,),
+    "loaders": (dict,),
+    "plugins": (dict,),
+}
+"""The keys every checkpoint has, with the types their values must have."""
+
+SAFE_HINT = (
+    "a checkpoint may hold only tensors, dicts, lists, tuples, str, int, float, bool "
+    "and None (it is read back with torch.load(weights_only=True))"
+)
+"""Ends the error raised when something unsafe would be saved."""
 
 SAFE_SCALARS: tuple[type, ...] = (str, int, float, bool, type(None))
 """The plain values a checkpoint may hold, besides tensors and containers."""
@@ -174,11 +201,78 @@ def atomic_save(obj: Any, paths: Sequence[Path]) -> None:
             temp.unlink(missing_ok=True)
 
 
-def is_number(value: Any) -> bool:
-    """Whether ``value`` is a real number (a bool is not), NaN included."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+class CheckpointError(PluginError):
+    """A checkpoint file cannot be read, or does not fit the learner resuming from it."""
 
 
-def is_finite_number(value: Any) -> bool:
-    """Whether ``value`` is a real, finite number."""
-    return is_number(value) and math.isfinite(value)
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Read and check a checkpoint written by :class:`plugins.checkpoint.Checkpoint`.
+
+    The file is loaded with ``torch.load(..., weights_only=True)``, so nothing in it
+    can run code. A missing, truncated or foreign file raises
+    :class:`CheckpointError` naming the path and what is wrong.
+
+    :param path: the ``.pt`` file.
+    :param map_location: where tensors are loaded (``torch.load``'s argument).
+    :returns: the checkpoint as a dict (:mod:`plugins.checkpoint` lists what it holds).
+    """
+    where = Path(path)
+    if not where.exists():
+        raise CheckpointError(f"checkpoint {where}: no such file")
+    if not where.is_file():
+        raise CheckpointError(f"checkpoint {where}: not a file")
+    try:
+        file = where.open("rb")
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {where}: cannot be opened ({exc.strerror})") from exc
+    with file:
+        try:
+            with warnings.catch_warnings():
+                # a plain pickle makes torch warn about its protocol before failing
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                state = torch.load(file, map_location=map_location, weights_only=True)
+        except Exception as exc:  # torch raises many types (even OSError) for a damaged file
+            reason = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise CheckpointError(
+                f"checkpoint {where}: cannot be loaded; the file is truncated, damaged or "
+                f"not a checkpoint ({type(exc).__name__}: {reason})"
+            ) from exc
+    _check_layout(where, state)
+    return state  # type: ignore[no-any-return]
+
+
+def _check_layout(path: Path, state: Any) -> None:
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"checkpoint {path}: not a lookinside checkpoint (it holds a {type(state).__name__})"
+        )
+    if "format" not in state:
+        hint = ""
+        if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            hint = (
+                "; it looks like a bare state_dict: load it with "
+                "model.load_state_dict(torch.load(path, weights_only=True))"
+            )
+        raise CheckpointError(f"checkpoint {path}: not a lookinside checkpoint (no 'format'){hint}")
+    if state["format"] != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path}: not a lookinside checkpoint (format {state['format']!r})"
+        )
+    version = state.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"checkpoint {path}: damaged (version {version!r})")
+    if version > VERSION:
+        raise CheckpointError(
+            f"checkpoint {path}: written by a newer lookinside (layout version {version}; "
+            f"this one reads up to {VERSION}); upgrade lookinside to resume from it"
+        )
+    for key, types in _REQUIRED.items():
+        if key not in state:
+            raise CheckpointError(f"checkpoint {path}: damaged ({key!r} is missing)")
+        value = state[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise CheckpointError(
+                f"checkpoint {path}: damaged ({key!r} should be {expected}, got "
+                f"{type(value).__name__})"
+            )

@@ -1,0 +1,168 @@
+"""``lookinside new-plugin NAME [DIR]``: write a plugin package that installs and tests green.
+
+The package holds a ``setup.cfg`` with the ``lookinside.plugins`` entry point, a
+``pyproject.toml`` naming the build system, a README, the plugin module and a
+test. As generated, ``pip install .`` then ``python -m pytest tests`` passes, and
+``lookinside fit -p NAME`` uses the plugin.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from engine.exceptions import LookinsideError
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=64", "wheel"]
+build-backend = "setuptools.build_meta"
+"""
+
+_SETUP_CFG = """\
+[metadata]
+name = {dist}
+version = 0.1.0
+description = A lookinside plugin: {name}
+long_description = file: README.md
+long_description_content_type = text/markdown
+
+[options]
+py_modules = {module}
+python_requires = >=3.10
+install_requires =
+    lookinside
+
+[options.entry_points]
+lookinside.plugins =
+    {name} = {module}
+
+[tool:pytest]
+testpaths = tests
+"""
+
+_README = """\
+# {dist}
+
+A [lookinside](https://pypi.org/project/lookinside/) plugin.
+
+    pip install .
+    lookinside plugins              # lists {name}, its events and options
+    lookinside fit -p {name}        # uses it
+    lookinside fit -p {name}:every=2
+    python -m pytest tests
+
+Edit `{module}.py`: methods named after events (`begin_fit`, `after_batch`,
+`after_epoch`, ...) receive the learner; `__init__`'s keyword arguments are the
+options (`-p {name}:key=value`), documented by the docstring's `:param:` lines.
+"""
+
+_MODULE = '''\
+"""{name}: a lookinside plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from engine import hookimpl
+
+
+class {cls}:
+    """Count the training batches of each epoch and report them in the epoch's log.
+
+    :param every: report every N epochs.
+    """
+
+    name = "{name}"
+    order = 25  # before progress (30) prints the epoch's log, so the count shows
+
+    def __init__(self, every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"plugin '{name}': every should be at least 1, got {{every}}")
+        self.every = every
+        self.batches = 0
+
+    def begin_epoch(self, learner: Any) -> None:
+        self.batches = 0
+
+    def after_batch(self, learner: Any) -> None:
+        if learner.in_train:
+            self.batches += 1
+
+    def after_epoch(self, learner: Any) -> None:
+        if (learner.epoch + 1) % self.every == 0:
+            learner.log["{name}_batches"] = self.batches
+
+
+@hookimpl
+def lookinside_register(register: Callable[..., Any]) -> None:
+    register({cls})
+'''
+
+_TEST = '''\
+"""Tests of the {name} plugin."""
+
+from __future__ import annotations
+
+import torch
+
+from engine import DataBunch
+from engine import Learner
+from engine.manager import load_catalog
+from {module} import {cls}
+
+
+def tiny_data() -> DataBunch:
+    x = torch.randn(12, 3, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+    return DataBunch.from_tensors(x[:8], y[:8], x[8:], y[8:], bs=4)
+
+
+def test_counts_training_batches_per_epoch() -> None:
+    plugin = {cls}()
+    learner = Learner(torch.nn.Linear(3, 2), tiny_data(), plugins=[plugin], defaults=False)
+    learner.fit(2)
+    assert plugin.batches == 2
+    assert learner.log["{name}_batches"] == 2
+
+
+def test_is_installed_as_a_lookinside_plugin() -> None:
+    spec = load_catalog().plugins["{name}"]
+    assert spec.origin.distribution == "{dist}"
+    assert [option.name for option in spec.options] == ["every"]
+'''
+
+
+def new_plugin(name: str, directory: str | Path = ".") -> Path:
+    """Write the package ``lookinside-NAME`` into ``directory``; returns its folder.
+
+    :raises LookinsideError: the name is not a lowercase identifier, or the
+        folder exists already (nothing is overwritten).
+    """
+    if not _NAME.match(name):
+        raise LookinsideError(
+            f"plugin name {name!r} should be a lowercase identifier such as 'grad_watch' "
+            "(letters, digits, underscores; starting with a letter)"
+        )
+    dist = "lookinside-" + name.replace("_", "-")
+    module = "lookinside_" + name
+    cls = "".join(part.capitalize() for part in name.split("_"))
+    root = Path(directory) / dist
+    if root.exists():
+        raise LookinsideError(f"{root} exists already; choose another name or folder")
+    values = {"name": name, "dist": dist, "module": module, "cls": cls}
+    files = {
+        "pyproject.toml": _PYPROJECT,
+        "setup.cfg": _SETUP_CFG,
+        "README.md": _README,
+        f"{module}.py": _MODULE,
+        f"tests/test_{name}.py": _TEST,
+    }
+    for relative, template in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(template.format(**values))
+    return root

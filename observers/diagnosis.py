@@ -1,0 +1,287 @@
+"""Read what :class:`~observers.activation_stats.ActivationStats` recorded and say what is wrong.
+
+:func:`diagnose` looks at each hooked layer over the training rows and flags
+what the lesson teaches to look for:
+
+- ``dead``: most activations sit near zero late in training (the lesson found
+  over 90% of them there in its later layers: dead ReLUs);
+- ``collapsed``: the histogram puts nearly everything into one bin;
+- ``exploding`` / ``vanishing``: the late standard deviation is huge or tiny;
+- ``crashed``: the standard deviation rose far above where it ended (the
+  lesson's explode-and-crash picture at a high learning rate);
+- ``out of range``: most values fall outside the histogram's range;
+- ``nan``: the statistics are not finite (the fit diverged).
+
+Across layers it compares the late standard deviation of the last layer with
+the first (``std last/first``): a ratio far from 1 means the signal grows or
+fades with depth. Then it says what the lesson would try next, in its order:
+kaiming initialization (``init_cnn``), ``GeneralRelu``, ``BatchNorm``, and
+``RunningBatchNorm`` when batch norm meets a small batch.
+
+The thresholds are the constants below. "Late" means the last
+:data:`LATE_FRACTION` of the training rows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from observers.activation_stats import ActivationData
+
+LATE_FRACTION = 0.25
+"""The share of the training rows, at the end, that "late in training" averages over."""
+
+DEAD = 0.5
+"""A layer is ``dead`` when more than this fraction of its activations is near zero, late."""
+
+COLLAPSED = 0.95
+"""A layer is ``collapsed`` when its fullest bin holds more than this fraction of the values."""
+
+OUT_OF_RANGE = 0.5
+"""A layer is ``out of range`` when more than this fraction of values misses the histogram."""
+
+EXPLODING = 100.0
+"""A layer is ``exploding`` when its late standard deviation is above this."""
+
+VANISHING = 1e-3
+"""A layer is ``vanishing`` when its late standard deviation is below this."""
+
+CRASHED = 5.0
+"""A layer ``crashed`` when its peak standard deviation (after the first row) is more than
+this many times its late one."""
+
+DEPTH_RATIO = 10.0
+"""The std of the last layer over the first's, beyond which (or below its inverse) the
+signal is said to grow or fade with depth."""
+
+SMALL_BATCH = 8
+"""Batch sizes up to this make batch statistics unreliable (the lesson fails at bs 2)."""
+
+ADVICE = {
+    "init": "Initialize with kaiming normal (init_cnn(model), a = the activation's leak) "
+    "and/or lower the learning rate: the lesson's first fix for activations that explode, "
+    "crash or fade with depth.",
+    "relu": "Use GeneralRelu(leak=0.1, sub=0.4, maxv=6) with init_cnn(model, a=0.1): a "
+    "leaky, shifted activation keeps units from dying.",
+    "norm": "Add BatchNorm after each activation (conv -> activation -> BatchNorm, lesson "
+    "07): it keeps every layer's mean near 0 and std near 1 during training.",
+    "small": "Batch statistics are unreliable at this batch size: use RunningBatchNorm "
+    "(or GroupNorm / LayerNorm) instead of BatchNorm.",
+    "range": "Most values fall outside the histogram: set range_min/range_max.",
+    "ok": "No problem found: activations keep their spread through depth and time, and few "
+    "sit near zero.",
+}
+"""What the lesson would try next, by problem."""
+
+
+@dataclass
+class LayerReport:
+    """One layer's late-training figures and the problems found."""
+
+    name: str
+    mean: float
+    std: float
+    peak_std: float
+    """The largest std after the first row."""
+    near_zero: float
+    top_bin: float
+    """The fraction of values in the fullest bin."""
+    out_of_range: float
+    flags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Diagnosis:
+    """A per-layer report, the depth ratio and the advice; print it or save it."""
+
+    kind: str
+    layers: list[LayerReport]
+    depth_ratio: float
+    """Late std of the last layer over the first's (NaN when unknown)."""
+    advice: list[str]
+    rows: int
+    """How many training rows were read."""
+    batch_size: int | None = None
+
+    @property
+    def problems(self) -> dict[str, list[str]]:
+        """The layers with each flag."""
+        found: dict[str, list[str]] = {}
+        for layer in self.layers:
+            for flag in layer.flags:
+                found.setdefault(flag, []).append(layer.name)
+        return found
+
+    def _rows(self) -> list[list[str]]:
+        rows = []
+        for layer in self.layers:
+            rows.append(
+                [
+                    layer.name,
+                    _num(layer.mean),
+                    _num(layer.std),
+                    _num(layer.peak_std),
+                    _pct(layer.near_zero),
+                    _pct(layer.top_bin),
+                    _pct(layer.out_of_range),
+                    ", ".join(layer.flags) or "ok",
+                ]
+            )
+        return rows
+
+    _HEADER = ["layer", "mean", "std", "peak std", "near 0", "top bin", "outside", "problems"]
+
+    def _summary(self) -> list[str]:
+        lines = [f"std last/first layer: {_num(self.depth_ratio)}"]
+        if self.batch_size is not None:
+            lines[0] += f"; batch size {self.batch_size}"
+        return lines + [f"- {line}" for line in self.advice]
+
+    def table(self) -> str:
+        """The report as plain text, for a terminal."""
+        rows = [self._HEADER, *self._rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self._HEADER))]
+        lines = [f"Diagnosis of the {self.kind} (last {LATE_FRACTION:.0%} of {self.rows} rows)"]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        return "\n".join(lines + self._summary())
+
+    def to_markdown(self) -> str:
+        """The report as a Markdown document."""
+        lines = [
+            f"# Diagnosis of the {self.kind}",
+            "",
+            f"Late training: the last {LATE_FRACTION:.0%} of {self.rows} recorded batches.",
+            "",
+            "| " + " | ".join(self._HEADER) + " |",
+            "|" + "---|" * len(self._HEADER),
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in self._rows()]
+        return "\n".join([*lines, "", *self._summary(), ""])
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_markdown` to ``path`` atomically; returns the path.
+
+        :param path: the Markdown file; its folder is created if needed.
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            temp.write_text(self.to_markdown(), encoding="utf-8")
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return target
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def diagnose(
+    data: ActivationData,
+    *,
+    batch_size: int | None = None,
+    layer_types: Iterable[str] = (),
+) -> Diagnosis:
+    """Diagnose the training rows of ``data``, layer by layer.
+
+    :param data: what :class:`~observers.activation_stats.ActivationStats` recorded.
+    :param batch_size: the training batch size, for the small-batch advice.
+    :param layer_types: the class names of the model's modules (to tell whether
+        it uses batch norm).
+    """
+    train = data.training()
+    rows = len(train)
+    late = slice(max(0, rows - max(1, math.ceil(rows * LATE_FRACTION))), rows)
+    layers = [_layer(train, m, late) for m in range(len(train.names))]
+    finite = [layer.std for layer in layers if math.isfinite(layer.std)]
+    ratio = finite[-1] / finite[0] if len(finite) > 1 and finite[0] > 0 else math.nan
+    advice = _advice(layers, ratio, batch_size, set(layer_types))
+    return Diagnosis(data.kind, layers, ratio, advice, rows, batch_size)
+
+
+def _late_mean(values: torch.Tensor, late: slice) -> float:
+    window = values[late]
+    window = window[~window.isnan()]
+    return float(window.mean()) if window.numel() else math.nan
+
+
+def _layer(data: ActivationData, m: int, late: slice) -> LayerReport:
+    stds = data.stds[:, m]
+    mean, std = _late_mean(data.means[:, m], late), _late_mean(stds, late)
+    after_first = stds[1:][~stds[1:].isnan()]
+    peak = float(after_first.max()) if after_first.numel() else std
+    hist = data.hists[late, m].double().sum(0)
+    total = float(data.numel[late, m].nan_to_num(0.0).sum())
+    top = float(hist.max()) / total if total > 0 else math.nan
+    report = LayerReport(
+        data.names[m],
+        mean,
+        std,
+        peak,
+        _late_mean(data.near_zero[:, m], late),
+        top,
+        _late_mean(data.out_of_range[:, m], late),
+    )
+    report.flags = _flags(report)
+    return report
+
+
+def _flags(r: LayerReport) -> list[str]:
+    if not (math.isfinite(r.mean) and math.isfinite(r.std)):
+        return ["nan"]
+    flags = []
+    if r.near_zero > DEAD:
+        flags.append("dead")
+    if r.top_bin > COLLAPSED:
+        flags.append("collapsed")
+    if r.out_of_range > OUT_OF_RANGE:
+        flags.append("out of range")
+    if r.std > EXPLODING:
+        flags.append("exploding")
+    if r.std < VANISHING:
+        flags.append("vanishing")
+    if r.std > 0 and r.peak_std > CRASHED * r.std:
+        flags.append("crashed")
+    return flags
+
+
+def _advice(
+    layers: list[LayerReport], ratio: float, batch_size: int | None, types: set[str]
+) -> list[str]:
+    flags = {flag for layer in layers for flag in layer.flags}
+    deep = math.isfinite(ratio) and not 1 / DEPTH_RATIO <= ratio <= DEPTH_RATIO
+    unstable = bool(flags & {"nan", "exploding", "vanishing", "crashed"}) or deep
+    batchnorm = any("BatchNorm" in t and not t.startswith("Running") for t in types)
+    advice = []
+    if unstable:
+        advice.append(ADVICE["init"])
+    if flags & {"dead", "collapsed"}:
+        advice.append(ADVICE["relu"])
+    if unstable and not batchnorm:
+        advice.append(ADVICE["norm"])
+    if batchnorm and batch_size is not None and batch_size <= SMALL_BATCH:
+        advice.append(ADVICE["small"])
+    if "out of range" in flags:
+        advice.append(ADVICE["range"])
+    return advice or [ADVICE["ok"]]
+
+
+def _num(value: float) -> str:
+    return f"{value:.3g}" if math.isfinite(value) else str(value)
+
+
+def _pct(value: float) -> str:
+    return f"{value:.1%}" if math.isfinite(value) else "nan"

@@ -1,0 +1,415 @@
+"""Checkpoints: save the whole training state every epoch, and resume from it.
+
+:class:`Checkpoint` writes ``last.pt`` after every epoch and ``best.pt`` whenever
+the monitored metric improves, each atomically (a temporary file in the same
+folder, then a rename: a failed write never replaces a good file). A Ctrl-C
+during a fit writes ``interrupted.pt`` before the program exits.
+
+What a checkpoint holds, all readable with ``torch.load(path, weights_only=True)``:
+the model's and the optimizer's state dicts (so the hyper-parameters a schedule
+set too), the epoch and the learner's counters (``n_iter``, ``n_epochs``: a
+schedule's position), the random-number states (torch CPU and CUDA, Python
+``random``, numpy), the shuffling generator of each loader that has one, the
+per-epoch log values, the best value so far, and the state of every attached
+plugin that implements the state protocol::
+
+    def state_dict(self) -> dict: ...          # tensors, dicts, lists, tuples, str,
+    def load_state_dict(self, state: dict) -> None: ...   # int, float, bool, None
+
+Plugin states are stored under the plugin's name and given back to the plugin of
+that name when resuming.
+
+Resuming (``resume=PATH``; ``lookinside fit --resume PATH``) happens in
+``begin_fit`` at this plugin's order (80), that is after ``train_eval`` reset the
+counters, after ``device`` moved the model and after the other plugins reset their
+own state. The file is read onto the CPU and copied into the model wherever it
+lives; the optimizer's state follows its parameters. The fit continues with the
+epoch after the saved one, so training 4 epochs and training 2, stopping and
+resuming for the rest give the same weights, bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
+
+import torch
+
+from engine.exceptions import PluginError
+from engine.hookspecs import hookimpl
+from plugins._state import FORMAT
+from plugins._state import SAFE_HINT
+from plugins._state import VERSION
+from plugins._state import CheckpointError
+from plugins._state import atomic_save
+from plugins._state import capture_rng
+from plugins._state import find_unsafe
+from plugins._state import load_checkpoint
+from plugins._state import loader_generator
+from plugins._state import plain
+from plugins._state import restore_rng
+
+if TYPE_CHECKING:
+    import os
+
+    from engine.learner import Learner
+
+LAST = "last.pt"
+"""Written after every ``every``-th epoch and the last one: the state to resume from."""
+BEST = "best.pt"
+"""Written whenever the monitored value improves."""
+INTERRUPTED = "interrupted.pt"
+"""Written when Ctrl-C ends a fit: the state at the interruption."""
+
+_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "perplexity")
+_HIGHER_IS_BETTER = ("acc", "f1", "precision", "recall", "auc", "score")
+
+
+def infer_mode(monitor: str) -> Literal["min", "max"]:
+    """``min`` for losses and errors, ``max`` for accuracies and scores.
+
+    >>> infer_mode("valid_loss"), infer_mode("valid_accuracy")
+    ('min', 'max')
+
+    :param monitor: a key of ``learner.log``.
+    :raises ValueError: the name says neither.
+    """
+    lowered = monitor.lower()
+    if any(word in lowered for word in _LOWER_IS_BETTER):
+        return "min"
+    if any(word in lowered for word in _HIGHER_IS_BETTER):
+        return "max"
+    raise ValueError(
+        f"plugin 'checkpoint': cannot tell whether monitor {monitor!r} is better low or "
+        "high; set mode=min or mode=max"
+    )
+
+
+class Checkpoint:
+    """Save the training state after every epoch (``last.pt``, ``best.pt``); resume from one.
+
+    ``last.pt`` is written every ``every`` epochs and after the fit's last epoch;
+    ``best.pt`` whenever the monitored value of ``learner.log`` improves
+    (strictly; NaN never does). When another plugin stops the fit in
+    ``after_epoch`` before this one saved (early stopping, say), the epoch is
+    saved in ``after_cancel_train``. :attr:`history` keeps every epoch's log.
+
+    Ctrl-C: ``interrupted.pt`` holds the state at the interruption, weights
+    trained on part of an epoch included, with ``complete`` False when that
+    epoch's training pass had not finished. Like any checkpoint, resuming from it
+    continues with the *next* epoch: the batches of the interrupted epoch that
+    had not run are skipped. For an exact continuation, resume from ``last.pt``.
+
+    Resuming applies to the first fit after the plugin is created; the file is
+    read and checked when the plugin is created.
+
+    :param dir: the folder to write into; default ``<out_dir>/checkpoints``, or,
+        when the learner has no out_dir, the folder of the ``resume`` file; with
+        neither, the fit stops at once with an error asking for one.
+    :param monitor: the ``learner.log`` value deciding ``best.pt`` (e.g.
+        ``valid_loss``, ``valid_accuracy``); ``none`` writes no ``best.pt``.
+    :param mode: ``min`` or ``max``: which way is better; ``auto`` reads it from
+        the monitor's name (``loss``/``error``: min; ``acc``/``f1``/``score``: max).
+    :param resume: a checkpoint to resume from (``lookinside fit --resume PATH``).
+    :param every: write ``last.pt`` every this many epochs (and after the last).
+    """
+
+    name = "checkpoint"
+    order = 80
+
+    def __init__(
+        self,
+        dir: str | None = None,
+        monitor: str | None = "valid_loss",
+        mode: Literal["auto", "min", "max"] = "auto",
+        resume: str | None = None,
+        every: int = 1,
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(
+                f"plugin 'checkpoint': option 'every' should be a positive integer, got {every!r}"
+            )
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(
+                f"plugin 'checkpoint': option 'mode' should be auto, min or max, got {mode!r}"
+            )
+        if monitor is not None and (not isinstance(monitor, str) or not monitor):
+            raise ValueError(
+                "plugin 'checkpoint': option 'monitor' should be a learner.log key such as "
+                f"valid_loss, or none, got {monitor!r}"
+            )
+        self.dir = Path(dir) if dir is not None else None
+        self.monitor = monitor
+        self.mode: Literal["min", "max"] = (
+            (infer_mode(monitor) if monitor else "min") if mode == "auto" else mode
+        )
+        self.every = every
+        self.resume_path = Path(resume) if resume is not None else None
+        self._pending = load_checkpoint(self.resume_path) if self.resume_path else None
+        self.directory: Path | None = None
+        """The folder this fit writes into (set in ``begin_fit``)."""
+        self.best: float | None = None
+        """The best monitored value so far, and the epoch it came from."""
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []
+        """Every finished epoch's ``learner.log`` (restored when resuming)."""
+        self._active = False
+        self._saved_epoch = -1
+        self._validating = -1
+        self._end_iter: int | None = None
+
+    # -- events --------------------------------------------------------------
+
+    def begin_fit(self, learner: Learner) -> None:
+        self.directory = self._folder(learner)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PluginError(
+                f"plugin 'checkpoint': cannot create the folder {self.directory}: {exc}"
+            ) from exc
+        self.best, self.best_epoch, self.history = None, None, []
+        self._saved_epoch, self._validating, self._end_iter = -1, -1, None
+        unsafe = find_unsafe(self._plugin_states(learner), "plugins")
+        if unsafe:
+            raise PluginError(f"plugin 'checkpoint': cannot save {unsafe}; {SAFE_HINT}")
+        if self._pending is not None:
+            state, self._pending = self._pending, None
+            self._restore(learner, state)
+        self._active = True
+
+    def begin_epoch(self, learner: Learner) -> None:
+        self._end_iter = learner.n_iter + learner.iters if learner.iters else None
+
+    def begin_validate(self, learner: Learner) -> None:
+        self._validating = learner.epoch
+
+    def after_epoch(self, learner: Learner) -> None:
+        self._end_epoch(learner, strict=True)
+
+    def after_cancel_train(self, learner: Learner) -> None:
+        if self._active and self._saved_epoch != learner.epoch and self._trained(learner):
+            self._end_epoch(learner, strict=False)
+
+    def after_fit(self, learner: Learner) -> None:
+        active, self._active = self._active, False
+        if not (active and isinstance(learner.error, KeyboardInterrupt)):
+            return
+        path = self._folder(learner) / INTERRUPTED
+        try:
+            atomic_save(self._capture(learner, complete=self._trained(learner)), [path])
+        except (OSError, RuntimeError, PluginError) as exc:
+            # never hide the KeyboardInterrupt behind an error of ours
+            print(f"checkpoint: could not write {path}: {exc}")
+            return
+        print(
+            f"checkpoint: interrupted in epoch {learner.epoch}; state written to "
+            f"{path} (resume with: lookinside fit --resume {path})"
+        )
+
+    # -- saving --------------------------------------------------------------
+
+    def save(self, learner: Learner, path: str | os.PathLike[str]) -> Path:
+        """Write the learner's current state to ``path`` now, atomically.
+
+        :param learner: the learner whose state to save.
+        :param path: the file to write; its folder must exist.
+        :returns: the path written.
+        """
+        target = Path(path)
+        atomic_save(self._capture(learner, complete=True), [target])
+        return target
+
+    def _end_epoch(self, learner: Learner, strict: bool) -> None:
+        epoch = learner.epoch
+        log = learner.log
+        self.history.append(plain(dict(log)))
+        missing = self.monitor is not None and self.monitor not in log
+        value = log.get(self.monitor) if self.monitor is not None else None
+        improved = False
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            improved = self._better(float(value))
+            if improved:
+                self.best, self.best_epoch = float(value), epoch
+        folder = self._folder(learner)
+        targets = []
+        if (epoch + 1) % self.every == 0 or epoch == learner.epochs - 1:
+            targets.append(folder / LAST)
+        if improved:
+            targets.append(folder / BEST)
+        if targets:
+            atomic_save(self._capture(learner, complete=True), targets)
+        self._saved_epoch = epoch
+        if missing and strict:
+            raise ValueError(
+                f"plugin 'checkpoint': monitor {self.monitor!r} is not in learner.log; "
+                f"available: {', '.join(sorted(log))}. Set monitor= to one of them (the "
+                "metrics plugin writes valid_loss), or monitor=none to write only last.pt"
+            )
+
+    def _better(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best is None:
+            return True
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def _trained(self, learner: Learner) -> bool:
+        """Whether this epoch's training pass is over (validation started or all batches ran)."""
+        if self._validating == learner.epoch:
+            return True
+        return self._end_iter is not None and learner.n_iter >= self._end_iter
+
+    def _capture(self, learner: Learner, complete: bool) -> dict[str, Any]:
+        opt = learner.opt
+        loaders = {
+            key: generator.get_state() if generator is not None else None
+            for key, generator in (
+                ("train", loader_generator(learner.data.train_dl)),
+                ("valid", loader_generator(learner.data.valid_dl)),
+            )
+        }
+        state = {
+            "format": FORMAT,
+            "version": VERSION,
+            "epoch": learner.epoch,
+            "complete": complete,
+            "epochs": learner.epochs,
+            "iter": learner.iter,
+            "in_train": learner.in_train,
+            "n_iter": learner.n_iter,
+            "n_epochs": float(learner.n_epochs),
+            "model": learner.model.state_dict(),
+            "optimizer": opt.state_dict() if opt is not None else None,
+            "optimizer_class": type(opt).__name__ if opt is not None else None,
+            "rng": capture_rng(),
+            "loaders": loaders,
+            "plugins": self._plugin_states(learner),
+            "log": plain(dict(learner.log)),
+            "history": list(self.history),
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+        }
+        unsafe = find_unsafe(state, "the checkpoint")
+        if unsafe:
+            raise PluginError(f"plugin 'checkpoint': cannot save {unsafe}; {SAFE_HINT}")
+        return state
+
+    def _plugin_states(self, learner: Learner) -> dict[str, Any]:
+        states: dict[str, Any] = {}
+        for name, plugin in learner.plugins.items():
+            if plugin is not self and _has_state(plugin):
+                states[name] = plugin.state_dict()  # type: ignore[attr-defined]
+        return states
+
+    # -- resuming ------------------------------------------------------------
+
+    def _folder(self, learner: Learner) -> Path:
+        if self.dir is not None:
+            return self.dir
+        if learner.out_dir is not None:
+            return learner.out_dir / "checkpoints"
+        if self.resume_path is not None:
+            return self.resume_path.parent
+        raise PluginError(
+            "plugin 'checkpoint': no folder to write into; set dir=PATH "
+            "(-p checkpoint:dir=PATH) or give the learner an out_dir (--out)"
+        )
+
+    def _check_fits(self, learner: Learner, state: dict[str, Any]) -> None:
+        """Refuse a checkpoint of another model or optimizer before changing anything."""
+        path = self.resume_path
+        mine = learner.model.state_dict()
+        saved = state["model"]
+        missing = [key for key in mine if key not in saved]
+        unexpected = [key for key in saved if key not in mine]
+        if missing or unexpected:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model: missing keys {missing[:5]}, "
+                f"unexpected keys {unexpected[:5]}; build the model the checkpoint was saved from"
+            )
+        for key, value in mine.items():
+            other = saved[key]
+            if isinstance(value, torch.Tensor) and (
+                not isinstance(other, torch.Tensor) or other.shape != value.shape
+            ):
+                shape = tuple(other.shape) if isinstance(other, torch.Tensor) else other
+                raise CheckpointError(
+                    f"checkpoint {path} does not fit this model: {key!r} has shape "
+                    f"{shape} in the checkpoint and {tuple(value.shape)} in the model"
+                )
+        opt, saved_opt = learner.opt, state["optimizer"]
+        if opt is None or saved_opt is None:
+            return
+        saved_class = state.get("optimizer_class")
+        if saved_class not in (None, type(opt).__name__):
+            raise CheckpointError(
+                f"checkpoint {path} holds the state of a {saved_class} optimizer but this "
+                f"learner uses {type(opt).__name__}; use the same opt_func"
+            )
+        sizes = [len(group["params"]) for group in opt.param_groups]
+        saved_sizes = [len(group.get("params", ())) for group in saved_opt.get("param_groups", ())]
+        if sizes != saved_sizes:
+            raise CheckpointError(
+                f"checkpoint {path}: its optimizer has parameter groups of sizes {saved_sizes}, "
+                f"this learner's {sizes}; use the same model and parameter groups"
+            )
+
+    def _restore(self, learner: Learner, state: dict[str, Any]) -> None:
+        path = self.resume_path
+        self._check_fits(learner, state)
+        learner.model.load_state_dict(state["model"])
+        if state["optimizer"] is not None and learner.opt is not None:
+            learner.opt.load_state_dict(state["optimizer"])
+        learner.n_iter = state["n_iter"]
+        learner.n_epochs = float(state["n_epochs"])
+        learner.epoch = state["epoch"] + 1  # the loop starts here
+        skipped = restore_rng(state["rng"])
+        for key, loader in (("train", learner.data.train_dl), ("valid", learner.data.valid_dl)):
+            saved, generator = state["loaders"].get(key), loader_generator(loader)
+            if saved is not None and generator is not None:
+                generator.set_state(saved)
+            elif saved is not None:
+                skipped.append(f"the {key} loader's shuffling (this loader has no generator)")
+        for name, plugin_state in state["plugins"].items():
+            plugin = learner.plugins.get(name)
+            if plugin is not None and _has_state(plugin):
+                plugin.load_state_dict(plugin_state)  # type: ignore[attr-defined]
+            else:
+                skipped.append(f"the state of plugin {name!r} (no such plugin is attached)")
+        self.history = list(state.get("history") or [])
+        if state.get("monitor") == self.monitor and state.get("mode") == self.mode:
+            self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+        epoch = state["epoch"]
+        what = f"after epoch {epoch}" + (
+            "" if state["complete"] else " (interrupted: its remaining batches are skipped)"
+        )
+        left = (
+            f"the fit goes on from epoch {epoch + 1} to {learner.epochs - 1}"
+            if epoch + 1 < learner.epochs
+            else f"nothing is left of a fit of {learner.epochs} epoch(s)"
+        )
+        print(f"checkpoint: resumed from {path} {what}; {left}")
+        for item in skipped:
+            print(f"checkpoint: not restored: {item}")
+
+
+def _has_state(plugin: object) -> bool:
+    return callable(getattr(plugin, "state_dict", None)) and callable(
+        getattr(plugin, "load_state_dict", None)
+    )
+
+
+@hookimpl
+def lookinside_register(register: Callable[..., Any]) -> None:
+    """Register :class:`Checkpoint` (off unless asked for).
+
+    :param register: the registration function bound to this module.
+    """
+    register(Checkpoint)

@@ -1,0 +1,243 @@
+"""Stop a fit when a monitored metric stops improving, and say why.
+
+:class:`EarlyStopping` reads one key of ``learner.log`` after each epoch (the
+``metrics`` observer writes ``train_loss``, ``valid_loss``, ``valid_accuracy``...
+there), counts the epochs without improvement, and stops the fit with
+``CancelTrainException`` once there are ``patience`` of them in a row. It runs
+last in ``after_epoch`` (order 100), after every observer that logs or records
+the epoch, so the epoch it stops at is logged like the others.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
+
+import torch
+
+from engine.exceptions import CancelTrainException
+from engine.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from engine.learner import Learner
+
+MIN_WORDS = frozenset({"loss", "error", "err", "mse", "mae", "rmse", "nll", "perplexity"})
+"""Words of a metric's name that mean lower is better (``mode="auto"``)."""
+
+MAX_WORDS = frozenset(
+    {"accuracy", "acc", "f1", "auc", "precision", "recall", "iou", "dice", "r2", "score"}
+)
+"""Words of a metric's name that mean higher is better (``mode="auto"``)."""
+
+
+def infer_mode(monitor: str) -> Literal["min", "max"]:
+    """``min`` or ``max`` from the words of a metric's name (split on ``_``, ``-``, ``.``).
+
+    >>> infer_mode("valid_loss"), infer_mode("valid_accuracy"), infer_mode("error_rate")
+    ('min', 'max', 'min')
+
+    :param monitor: the metric's name.
+    :raises ValueError: the name has words of both kinds, or of neither.
+    """
+    words = set(re.split(r"[_\-.\s]+", monitor.lower()))
+    low, high = bool(words & MIN_WORDS), bool(words & MAX_WORDS)
+    if low != high:
+        return "min" if low else "max"
+    raise ValueError(
+        f"plugin 'early_stopping': cannot tell whether {monitor!r} should go down or up; "
+        "give mode='min' or mode='max' (-p early_stopping:monitor=...,mode=min)"
+    )
+
+
+class EarlyStopping:
+    """Stop training once ``monitor`` has not improved for ``patience`` epochs.
+
+    An epoch improves on the best value so far when its value is below
+    ``best - min_delta`` (mode ``min``) or above ``best + min_delta`` (``max``);
+    the first epoch always sets the best. ``patience`` is the number of epochs
+    in a row without improvement that stops the fit: 1 stops at the first one.
+    An epoch whose value is ``None`` (a pass that saw no batch, e.g. no
+    validation data) neither improves nor counts. With ``check_finite`` a NaN or
+    infinite value stops at once, and so does a value worse than
+    ``divergence_threshold``. The reason is printed on one line and kept in
+    :attr:`stopped_reason`; epochs are numbered from 0, like ``learner.epoch``.
+
+    ``restore_best`` keeps a copy of the model's ``state_dict`` (weights and
+    buffers) at the best epoch, on the model's device: one more model's worth of
+    memory there. It is loaded back when the fit ends, however it ends (stopped
+    here, by another plugin, by an error or Ctrl-C), and then released.
+
+    :param monitor: the key of learner.log to watch, e.g. valid_loss, valid_accuracy.
+    :param mode: min (lower is better), max, or auto: from the name (loss, error: min; accuracy, f1: max).
+    :param patience: epochs in a row without improvement that stop the fit (>= 1).
+    :param min_delta: the smallest change that counts as an improvement (>= 0).
+    :param restore_best: load the weights of the best epoch when the fit ends.
+    :param check_finite: stop at once when the value is NaN or infinite.
+    :param divergence_threshold: stop at once when the value is worse than this.
+    :param verbose: print the reason when it stops the fit.
+    """
+
+    name = "early_stopping"
+    order = 100  # last in after_epoch: every observer has logged the epoch
+
+    def __init__(
+        self,
+        monitor: str = "valid_loss",
+        mode: Literal["min", "max", "auto"] = "auto",
+        patience: int = 3,
+        min_delta: float = 0.0,
+        restore_best: bool = False,
+        check_finite: bool = True,
+        divergence_threshold: float | None = None,
+        verbose: bool = True,
+    ) -> None:
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(
+                f"plugin 'early_stopping': monitor should be a key of learner.log such as "
+                f"valid_loss, got {monitor!r}"
+            )
+        if mode not in ("min", "max", "auto"):
+            raise ValueError(
+                f"plugin 'early_stopping': mode should be 'min', 'max' or 'auto', got {mode!r}"
+            )
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(
+                f"plugin 'early_stopping': patience should be an integer >= 1 (epochs without "
+                f"improvement before stopping; 1 stops at the first), got {patience!r}"
+            )
+        if not _real(min_delta) or not 0 <= min_delta < math.inf:
+            raise ValueError(
+                f"plugin 'early_stopping': min_delta should be a number >= 0, got {min_delta!r}"
+            )
+        if divergence_threshold is not None and (
+            not _real(divergence_threshold) or not math.isfinite(divergence_threshold)
+        ):
+            raise ValueError(
+                "plugin 'early_stopping': divergence_threshold should be a finite number or "
+                f"None, got {divergence_threshold!r}"
+            )
+        self.monitor = monitor
+        self.mode: Literal["min", "max"] = infer_mode(monitor) if mode == "auto" else mode
+        """``min`` or ``max``, resolved from ``auto``."""
+        self.patience = patience
+        self.min_delta = float(min_delta)
+        self.restore_best = bool(restore_best)
+        self.check_finite = bool(check_finite)
+        self.divergence_threshold = divergence_threshold
+        self.verbose = bool(verbose)
+        self.best: float | None = None
+        """The best value of the current (or last) fit."""
+        self.best_epoch: int | None = None
+        """The epoch of :attr:`best`."""
+        self.wait = 0
+        """Epochs in a row without improvement."""
+        self.stopped_epoch: int | None = None
+        """The epoch after which this plugin stopped the fit, else ``None``."""
+        self.stopped_reason: str | None = None
+        """Why this plugin stopped the fit (the line it printed), else ``None``."""
+        self._best_state: dict[str, Any] | None = None
+
+    def begin_fit(self, learner: Learner) -> None:
+        self.best = None
+        self.best_epoch = None
+        self.wait = 0
+        self.stopped_epoch = None
+        self.stopped_reason = None
+        self._best_state = None
+
+    def after_epoch(self, learner: Learner) -> None:
+        log = learner.log
+        if self.monitor not in log:
+            raise ValueError(
+                f"plugin 'early_stopping': learner.log has no {self.monitor!r} at epoch "
+                f"{learner.epoch}; available: {', '.join(log) or 'none'} (set monitor=...)"
+            )
+        value = log[self.monitor]
+        if value is None:
+            return
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if not _real(value):
+            raise TypeError(
+                f"plugin 'early_stopping': learner.log[{self.monitor!r}] should be a number, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        value = float(value)
+        epoch = learner.epoch
+        if not math.isfinite(value):
+            if self.check_finite:
+                self._stop(epoch, f"{self.monitor} is {value}")
+            self.wait += 1
+        elif self._diverged(value):
+            sign = ">" if self.mode == "min" else "<"
+            self._stop(epoch, f"{self.monitor} = {value:.6g} {sign} {self.divergence_threshold:g}")
+        elif self._improves(value):
+            self.best = value
+            self.best_epoch = epoch
+            self.wait = 0
+            if self.restore_best:
+                self._best_state = {
+                    key: tensor.detach().clone()
+                    for key, tensor in learner.model.state_dict().items()
+                }
+            return
+        else:
+            self.wait += 1
+        if self.wait >= self.patience:
+            delta = f" by more than {self.min_delta:g}" if self.min_delta else ""
+            self._stop(
+                epoch, f"{self.monitor} did not improve{delta} for {self.wait} epoch(s)"
+            )
+
+    def after_fit(self, learner: Learner) -> None:
+        state, self._best_state = self._best_state, None
+        if state is not None:
+            learner.model.load_state_dict(state)
+
+    def _improves(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def _diverged(self, value: float) -> bool:
+        limit = self.divergence_threshold
+        if limit is None:
+            return False
+        return value > limit if self.mode == "min" else value < limit
+
+    def _stop(self, epoch: int, why: str) -> None:
+        best = "no best yet"
+        if self.best is not None:
+            best = f"best {self.monitor} {self.best:.6g} at epoch {self.best_epoch}"
+            if self.restore_best:
+                best += " (restored when the fit ends)"
+        self.stopped_epoch = epoch
+        self.stopped_reason = f"early_stopping: stopped after epoch {epoch}: {why}; {best}"
+        if self.verbose:
+            print(self.stopped_reason, flush=True)
+        raise CancelTrainException
+
+    def __repr__(self) -> str:
+        return (
+            f"EarlyStopping(monitor={self.monitor!r}, mode={self.mode!r}, "
+            f"patience={self.patience}, min_delta={self.min_delta:g})"
+        )
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@hookimpl
+def lookinside_register(register: Callable[..., Any]) -> None:
+    """Register :class:`EarlyStopping` (off unless asked for).
+
+    :param register: the registration function bound to this module.
+    """
+    register(EarlyStopping)

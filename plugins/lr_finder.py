@@ -1,0 +1,471 @@
+"""The learning-rate finder: an exponential sweep that leaves the learner as it found it.
+
+:func:`lr_find` trains for ``num_it`` batches with the learning rate of batch
+``i`` (counting from 0) set to the closed form
+
+    ``lr_i = min_lr * (max_lr / min_lr) ** (i / (num_it - 1))``
+
+so the first batch uses ``min_lr`` and the last ``max_lr``; the training data is
+cycled if it has fewer batches, and validation is skipped. The loss is smoothed
+with an exponentially weighted average, debiased as in Adam
+(``avg_i = beta*avg_{i-1} + (1-beta)*loss_i``, ``smoothed_i = avg_i / (1 - beta**(i+1))``),
+and the sweep stops early once the smoothed loss exceeds ``stop_factor`` times
+the best one seen.
+
+Afterwards everything the sweep touched is put back, whether it ended well,
+with an error or with Ctrl-C: the model's weights, buffers, gradients and
+train/eval modes, the optimizer's state and hyper-parameters (or its absence),
+the torch, Python, NumPy and CUDA random states, the shuffling generator of the
+loaders, and the learner's counters and attributes. A fit after the finder gives
+exactly what it would have given without it. The other plugins are not rolled
+back: they see the sweep as a fit (the recorder holds it afterwards), with the
+learner's ``out_dir`` set to ``None`` so that nothing is written to disk.
+
+The :class:`LRFinder` plugin alone (``-p lr_find`` in a fit) is the lesson's
+``LR_Find`` callback: it sweeps and cancels the fit, but restores nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import random
+from collections.abc import Callable
+from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.exceptions import CancelEpochException
+from engine.exceptions import CancelTrainException
+from engine.exceptions import LookinsideError
+from engine.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import os
+
+    from matplotlib.axes import Axes
+
+    from engine.learner import Learner
+
+PLOT_FILE = "lr_find.png"
+"""The file ``lookinside lr-find`` writes into ``--out``."""
+
+LEARNER_ATTRIBUTES: tuple[str, ...] = (
+    "lr", "epoch", "epochs", "n_epochs", "n_iter", "iters", "iter", "in_train",
+    "dl", "xb", "yb", "pred", "loss", "log", "error", "out_dir",
+)  # fmt: skip
+"""The learner's attributes :func:`lr_find` saves and puts back."""
+
+
+def suggest(
+    lrs: Iterable[float], smoothed: Iterable[float], skip_start: int = 0
+) -> dict[str, float]:
+    """The suggested learning rates of a sweep, by name.
+
+    ``steepest``: where the smoothed loss falls fastest, the minimum of its
+    gradient with respect to ``log10(lr)`` (``numpy.gradient``: central
+    differences, one-sided at the ends). ``min/10``: a tenth of the learning rate
+    at the lowest smoothed loss. The first ``skip_start`` points are left out
+    (the average is still settling there), and so is everything from the first
+    non-finite loss on; fewer than 2 points left give no suggestion.
+
+    :param lrs: the learning rates of the sweep, increasing.
+    :param smoothed: the smoothed loss at each of them.
+    :param skip_start: how many points at the start to leave out.
+    """
+    points: list[tuple[float, float]] = []
+    for lr, loss in list(zip(lrs, smoothed))[skip_start:]:
+        if not math.isfinite(loss):
+            break
+        points.append((lr, loss))
+    if len(points) < 2:
+        return {}
+    x = np.log10([lr for lr, _ in points])
+    y = np.asarray([loss for _, loss in points])
+    steepest = points[int(np.argmin(np.gradient(y, x)))][0]
+    lowest = points[int(np.argmin(y))][0]
+    return {"steepest": steepest, "min/10": lowest / 10}
+
+
+@dataclass
+class LRFindResult:
+    """What a sweep measured, the suggested learning rates, and a plot of it."""
+
+    lrs: list[float] = field(default_factory=list)
+    """The learning rate of each batch of the sweep."""
+    losses: list[float] = field(default_factory=list)
+    """The loss of each batch, as computed."""
+    smoothed: list[float] = field(default_factory=list)
+    """The debiased exponentially weighted average of the losses."""
+    stop_reason: str = ""
+    """Why the sweep ended."""
+    skip_start: int = 0
+    """Points left out of the suggestions: ``num_it // 10``, as fastai does."""
+
+    @property
+    def suggestions(self) -> dict[str, float]:
+        """``{"steepest": lr, "min/10": lr}`` (see :func:`suggest`); empty if too short."""
+        return suggest(self.lrs, self.smoothed, self.skip_start)
+
+    def plot(self, ax: Axes | None = None) -> Axes:
+        """Plot the loss against the learning rate (log x axis), suggestions marked.
+
+        The raw loss is drawn faintly behind the smoothed one. The y axis spans the
+        smoothed loss from its highest point before the minimum down to the
+        minimum (after ``skip_start``), so that the final explosion does not
+        flatten the curve.
+
+        :param ax: the Axes to draw on; a new figure's when ``None``.
+        """
+        from observers import plots
+
+        ax = plots.axes_or_new(ax)
+        if self.lrs:
+            ax.plot(self.lrs, self.losses, alpha=0.3, linewidth=1.0, label="loss")
+            ax.plot(self.lrs, self.smoothed, linewidth=1.5, label="smoothed loss")
+            ax.set_xscale("log")
+            logs = np.log10(self.lrs)
+            for (name, lr), style in zip(self.suggestions.items(), ("o", "v")):
+                y = float(np.interp(math.log10(lr), logs, self.smoothed))
+                ax.plot([lr], [y], style, markersize=8, label=f"{name}: {lr:.2e}")
+            finite = [v for v in self.smoothed[self.skip_start :] if math.isfinite(v)]
+            if finite:
+                lowest = finite.index(min(finite))
+                low, high = finite[lowest], max(finite[: lowest + 1])
+                if high <= low:
+                    high = max(finite)
+                if high > low:
+                    margin = 0.1 * (high - low)
+                    ax.set_ylim(low - margin, high + 2 * margin)
+            ax.legend()
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("loss")
+        return ax
+
+    def save_plot(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`plot` to ``path`` as a PNG, atomically; returns the path.
+
+        :param path: where the PNG goes (its folder is created if needed).
+        """
+        from observers import plots
+
+        figure = plots.new_figure()
+        self.plot(ax=figure.add_subplot())
+        return plots.save_figure(figure, path)
+
+    def __str__(self) -> str:
+        lines = [f"lr_find: {len(self.lrs)} iterations; {self.stop_reason}"]
+        if self.lrs:
+            lines[0] += f"; lr {self.lrs[0]:.2e} to {self.lrs[-1]:.2e}"
+        found = self.suggestions
+        if not found:
+            lines.append("no suggestion: too few finite losses were recorded")
+        for name, lr in found.items():
+            lines.append(f"suggested lr ({name}): {lr:.3g}")
+        return "\n".join(lines)
+
+
+class LRFinder:
+    """Sweep the learning rate exponentially during training, recording the loss.
+
+    Sets every parameter group's lr at each training batch (see the module's
+    closed form), skips validation, and stops the fit with
+    ``CancelTrainException`` after ``num_it`` batches or when the smoothed loss
+    diverges. After the fit, :attr:`result` holds the sweep. Use :func:`lr_find`
+    (or ``lookinside lr-find``) to have the learner restored afterwards.
+
+    :param min_lr: the learning rate of the first batch (> 0).
+    :param max_lr: the learning rate of batch num_it (> min_lr).
+    :param num_it: the number of batches of the sweep (>= 2).
+    :param stop_div: stop once the smoothed loss exceeds stop_factor times the best.
+    :param stop_factor: how many times the best smoothed loss counts as divergence (> 1).
+    :param beta: the smoothing factor of the loss average, in [0, 1); 0 smooths nothing.
+    """
+
+    name = "lr_find"
+    order = -15  # after `schedule` (-20), so the sweep's lr wins; before any reader
+
+    def __init__(
+        self,
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        num_it: int = 100,
+        stop_div: bool = True,
+        stop_factor: float = 10.0,
+        beta: float = 0.98,
+    ) -> None:
+        for label, value in (("min_lr", min_lr), ("max_lr", max_lr)):
+            if not _real(value) or not 0 < value < math.inf:
+                raise ValueError(
+                    f"plugin 'lr_find': {label} should be a positive number, got {value!r}"
+                )
+        if min_lr >= max_lr:
+            raise ValueError(
+                f"plugin 'lr_find': min_lr should be below max_lr, got min_lr={min_lr!r} "
+                f"and max_lr={max_lr!r}; e.g. min_lr=1e-7, max_lr=10"
+            )
+        if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 2:
+            raise ValueError(
+                f"plugin 'lr_find': num_it should be an integer >= 2 (a sweep needs two "
+                f"points), got {num_it!r}"
+            )
+        if not _real(stop_factor) or not stop_factor > 1:
+            raise ValueError(
+                f"plugin 'lr_find': stop_factor should be a number > 1, got {stop_factor!r}"
+            )
+        if not _real(beta) or not 0 <= beta < 1:
+            raise ValueError(f"plugin 'lr_find': beta should be in [0, 1), got {beta!r}")
+        self.min_lr = float(min_lr)
+        self.max_lr = float(max_lr)
+        self.num_it = num_it
+        self.stop_div = bool(stop_div)
+        self.stop_factor = float(stop_factor)
+        self.beta = float(beta)
+        self.result: LRFindResult = LRFindResult()
+        """The sweep of the current (or last) fit."""
+        self._lr = self.min_lr
+        self._avg = 0.0
+        self._best = math.inf
+
+    def lr_at(self, i: int) -> float:
+        """The learning rate of batch ``i`` (from 0) of the sweep.
+
+        :param i: the batch's index.
+        """
+        return self.min_lr * (self.max_lr / self.min_lr) ** (i / (self.num_it - 1))
+
+    def begin_fit(self, learner: Learner) -> None:
+        self.result = LRFindResult(skip_start=self.num_it // 10)
+        self._avg = 0.0
+        self._best = math.inf
+
+    def begin_batch(self, learner: Learner) -> None:
+        if not learner.in_train:
+            return
+        done = len(self.result.lrs)
+        if done >= self.num_it:
+            raise CancelTrainException
+        self._lr = lr = self.lr_at(done)
+        for group in learner.opt.param_groups:  # type: ignore[union-attr]
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+
+    def after_loss(self, learner: Learner) -> None:
+        if not learner.in_train:
+            return
+        result = self.result
+        loss = float(learner.loss.detach())  # the sweep needs the value: a device sync
+        self._avg = self.beta * self._avg + (1.0 - self.beta) * loss
+        smoothed = self._avg / (1.0 - self.beta ** (len(result.lrs) + 1))
+        result.lrs.append(self._lr)
+        result.losses.append(loss)
+        result.smoothed.append(smoothed)
+        self._best = min(self._best, smoothed)
+        if self.stop_div and not math.isfinite(smoothed):
+            result.stop_reason = f"stopped: the loss is {loss} at lr {self._lr:.3g}"
+            raise CancelTrainException
+        if self.stop_div and smoothed > self.stop_factor * self._best:
+            result.stop_reason = (
+                f"stopped: smoothed loss {smoothed:.4g} > {self.stop_factor:g} x best "
+                f"{self._best:.4g} at lr {self._lr:.3g}"
+            )
+            raise CancelTrainException
+
+    def begin_validate(self, learner: Learner) -> None:
+        raise CancelEpochException  # the sweep only trains
+
+    def after_fit(self, learner: Learner) -> None:
+        result = self.result
+        if not result.stop_reason:
+            done = len(result.lrs)
+            if done >= self.num_it:
+                result.stop_reason = f"completed num_it={self.num_it}"
+            elif learner.error is not None:
+                result.stop_reason = f"interrupted by {type(learner.error).__name__}"
+            else:
+                result.stop_reason = f"the data ran out after {done} of {self.num_it} batches"
+
+
+def lr_find(
+    learner: Learner,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    num_it: int = 100,
+    stop_div: bool = True,
+    stop_factor: float = 10.0,
+    beta: float = 0.98,
+) -> LRFindResult:
+    """Sweep the learning rate on ``learner``, then restore it exactly; returns the sweep.
+
+    Runs ``learner.fit`` with enough epochs to reach ``num_it`` training batches
+    (the lr finder attached only for the sweep). Everything listed in the
+    module's docstring is restored in a ``finally``, so an error or Ctrl-C
+    during the sweep propagates with the learner restored. Saving the model and
+    optimizer state costs one copy of each on their device while it runs.
+
+    >>> from tests.helpers import tiny_data, tiny_model
+    >>> from engine import Learner
+    >>> learner = Learner(tiny_model(), tiny_data(), plugins=["no:progress"])
+    >>> result = lr_find(learner, num_it=10)
+    >>> len(result.lrs) <= 10, sorted(result.suggestions)
+    (True, ['min/10', 'steepest'])
+
+    :param learner: the learner to sweep.
+    :param min_lr: the learning rate of the first batch.
+    :param max_lr: the learning rate of the last batch.
+    :param num_it: the number of batches.
+    :param stop_div: stop once the smoothed loss exceeds ``stop_factor`` times the best.
+    :param stop_factor: the divergence threshold, relative to the best smoothed loss.
+    :param beta: the smoothing factor of the loss average.
+    """
+    finder = LRFinder(min_lr, max_lr, num_it, stop_div, stop_factor, beta)
+    n_batches = _length(learner.data.train_dl)
+    epochs = math.ceil(num_it / n_batches) if n_batches else num_it
+    snapshot = _Snapshot(learner)
+    try:
+        learner.out_dir = None  # observers write nothing about the sweep
+        with learner.added(finder):
+            learner.fit(epochs)
+    finally:
+        snapshot.restore(learner)
+    return finder.result
+
+
+class _Snapshot:
+    """Copies of what a sweep changes, taken from a learner and put back into it."""
+
+    def __init__(self, learner: Learner) -> None:
+        model = learner.model
+        self.model_state = copy.deepcopy(model.state_dict())
+        params = list(model.parameters())
+        self.grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+        self.modes = [module.training for module in model.modules()]
+        self.opt = learner.opt
+        self.opt_state = None if self.opt is None else copy.deepcopy(self.opt.state_dict())
+        self.rng: tuple[Any, ...] = (torch.get_rng_state(), random.getstate(), np.random.get_state())
+        cuda = torch.cuda.is_available()
+        self.cuda_rng = torch.cuda.get_rng_state_all() if cuda else None
+        self.generators = [(gen, gen.get_state()) for gen in _generators(learner)]
+        self.attributes = {name: getattr(learner, name) for name in LEARNER_ATTRIBUTES}
+        self.attributes["log"] = dict(learner.log)
+
+    def restore(self, learner: Learner) -> None:
+        model = learner.model
+        model.load_state_dict(self.model_state)
+        for param, grad in zip(model.parameters(), self.grads):
+            param.grad = None if grad is None else grad.to(param.device)
+        for module, mode in zip(model.modules(), self.modes):
+            module.training = mode
+        learner.opt = self.opt
+        if self.opt is not None and self.opt_state is not None:
+            self.opt.load_state_dict(self.opt_state)
+        torch.set_rng_state(self.rng[0])
+        random.setstate(self.rng[1])
+        np.random.set_state(self.rng[2])
+        if self.cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+        for gen, state in self.generators:
+            gen.set_state(state)
+        for name, value in self.attributes.items():
+            setattr(learner, name, value)
+
+
+def _generators(learner: Learner) -> list[torch.Generator]:
+    """The torch generators the loaders shuffle with (TensorLoader, DataLoader, samplers)."""
+    found: list[torch.Generator] = []
+    for dl in (learner.data.train_dl, learner.data.valid_dl):
+        for owner in (dl, getattr(dl, "sampler", None), getattr(dl, "batch_sampler", None)):
+            gen = getattr(owner, "generator", None)
+            if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
+                found.append(gen)
+    return found
+
+
+def _length(dl: Iterable[Any]) -> int:
+    try:
+        return len(dl)  # type: ignore[arg-type]
+    except TypeError:
+        return 0
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``lookinside lr-find``: sweep the lesson's CNN, print suggestions, write the plot."""
+    from engine.datasets import load_data
+    from engine.learner import Learner
+    from engine.models import cnn
+
+    catalog = args.catalog
+    data = load_data(
+        args.data,
+        {name: spec.loader for name, spec in catalog.datasets.items()},
+        bs=args.bs,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        data_path=args.data_path,
+        download=args.download,
+    )
+    torch.manual_seed(args.seed)
+    n_in = data.input_shape[0] if data.input_shape else 1
+    model = cnn(n_out=data.c or 10, n_in=n_in)
+    learner = Learner(model, data, plugins=args.plugins, catalog=catalog)
+    try:
+        result = lr_find(
+            learner, args.min_lr, args.max_lr, args.num_it, not args.no_stop_div, args.stop_factor
+        )
+    except ValueError as exc:
+        raise LookinsideError(str(exc)) from exc
+    print(result)
+    try:
+        path = result.save_plot(Path(args.out) / PLOT_FILE)
+    except OSError as exc:
+        raise LookinsideError(f"cannot write {PLOT_FILE} into --out {args.out}: {exc}") from exc
+    print(f"wrote {path}")
+    return 0
+
+
+@hookimpl
+def lookinside_commands(commands: Any) -> None:
+    """Add ``lookinside lr-find``.
+
+    :param commands: the sub-parsers of the ``lookinside`` parser.
+    """
+    from engine.cli import add_data_arguments
+    from engine.cli import add_plugin_arguments
+
+    parser = commands.add_parser(
+        "lr-find",
+        help="sweep the learning rate of the lesson's CNN; print suggestions, plot lr_find.png",
+    )
+    add_data_arguments(parser)
+    parser.add_argument("--out", default="lookinside-out/lr_find", help="folder for lr_find.png")
+    parser.add_argument("--min-lr", type=float, default=1e-7, help="first lr (default 1e-7)")
+    parser.add_argument("--max-lr", type=float, default=10.0, help="last lr (default 10)")
+    parser.add_argument("--num-it", type=int, default=100, help="batches (default 100)")
+    parser.add_argument(
+        "--stop-factor", type=float, default=10.0, help="divergence: smoothed > this x best"
+    )
+    parser.add_argument("--no-stop-div", action="store_true", help="never stop early")
+    add_plugin_arguments(parser)
+    parser.set_defaults(run=_run)
+
+
+@hookimpl
+def lookinside_register(register: Callable[..., Any]) -> None:
+    """Register :class:`LRFinder` (off unless asked for).
+
+    :param register: the registration function bound to this module.
+    """
+    register(LRFinder)
