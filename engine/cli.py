@@ -121,6 +121,26 @@ def add_training_arguments(
     add_plugin_arguments(parser)
 
 
+def _plugin_options_epilog(catalog: Catalog | None) -> str | None:
+    """Every plugin's options, for ``fit --help``."""
+    if catalog is None:
+        return None
+    lines = ["plugins and their options (-p NAME:key=value; `lookinside plugins` for more):"]
+    for spec in sorted(catalog.plugins.values(), key=lambda s: s.name):
+        on = " (on by default)" if spec.default else ""
+        options = ", ".join(f"{o.name}={_shown(o.default)}" for o in spec.options) or "-"
+        lines.append(f"  {spec.name}{on}: {options}")
+    return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
 def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
     """The ``lookinside`` parser, with the subcommands plugin modules add."""
     parser = argparse.ArgumentParser(
@@ -130,12 +150,20 @@ def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    fit = commands.add_parser("fit", help="train the lesson's CNN on a dataset")
+    fit = commands.add_parser(
+        "fit",
+        help="train the lesson's CNN on a dataset",
+        epilog=_plugin_options_epilog(catalog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_training_arguments(fit, out="lookinside-out")
     fit.add_argument(
         "--channels", type=_channels, default=(8, 16, 32, 32), help="CNN channels, e.g. 8,16,32,32"
     )
     fit.add_argument("--no-defaults", action="store_true", help="enable only the named plugins")
+    fit.add_argument(
+        "--resume", metavar="PATH", help="continue from a checkpoint (= -p checkpoint:resume=PATH)"
+    )
     fit.set_defaults(run=_fit)
 
     plugins = commands.add_parser("plugins", help="list installed plugins and their options")
@@ -220,11 +248,14 @@ def _fit(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     n_in = data.input_shape[0] if data.input_shape else 1
     model = cnn(n_out=data.c or 10, channels=args.channels, n_in=n_in)
+    plugins = list(args.plugins)
+    if args.resume:
+        plugins.append(("checkpoint", {"resume": args.resume}))
     learner = Learner(
         model,
         data,
         lr=args.lr,
-        plugins=args.plugins,
+        plugins=plugins,
         defaults=not args.no_defaults,
         out_dir=out,
         catalog=catalog,

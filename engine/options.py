@@ -194,7 +194,7 @@ def _type_name(kind: Any) -> str:
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(arg) for arg in args)
+        return " | ".join(dict.fromkeys(_type_name(arg) for arg in args))
     if origin is Literal:
         return "one of " + ", ".join(str(arg) for arg in args)
     if origin in (tuple, list, Sequence, typing.Sequence):

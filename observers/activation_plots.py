@@ -141,7 +141,7 @@ def plot_color_dim(data: ActivationData, layer: int | str = 0, ax: Axes | None =
             interpolation="nearest",
             extent=(first - 0.5, last + 0.5, low, high),
         )
-    ax.set_title(f"{data.names[m]}", fontsize="medium")
+    ax.set_title(f"{data.names[m]} ({data.types[m]})", fontsize="medium")
     ax.set_xlabel("batch")
     ax.set_ylabel("value")
     return ax

@@ -96,6 +96,8 @@ class ActivationData:
     """``"activations"`` or ``"gradients"``."""
     names: list[str]
     """The hooked modules' names, as in ``model.named_modules()``."""
+    types: list[str]
+    """The hooked modules' class names."""
     bins: int
     ranges: list[tuple[float, float]]
     """Each module's histogram range ``(low, high)``."""
@@ -154,6 +156,7 @@ class ActivationData:
         return ActivationData(
             self.kind,
             list(self.names),
+            list(self.types),
             self.bins,
             list(self.ranges),
             [list(z) for z in self.zero_bins],
@@ -223,9 +226,12 @@ class _Buffer:
     Python ints, so that recording reads nothing back from the device.
     """
 
-    def __init__(self, kind: str, names: list[str], owner: ActivationStats) -> None:
+    def __init__(
+        self, kind: str, names: list[str], types: list[str], owner: ActivationStats
+    ) -> None:
         self.kind = kind
         self.names = names
+        self.types = types
         self.owner = owner
         self.data: Tensor | None = None
         self.sizes = np.zeros((0, len(names), 2))
@@ -288,7 +294,7 @@ class _Buffer:
         bins = owner.bins
         ranges = [r or RELU_RANGE for r in self.ranges]
         zeros = [zero_bins(low, high, bins, owner.zero_bins) for low, high in ranges]
-        out = ActivationData(self.kind, list(self.names), bins, ranges, zeros)
+        out = ActivationData(self.kind, list(self.names), list(self.types), bins, ranges, zeros)
         out.iterations, out.epochs = list(owner.iterations), list(owner.epochs)
         out.train = list(owner.train_rows)
         modules = len(self.names)
@@ -421,9 +427,10 @@ class ActivationStats:
         self.layer_types = {type(m).__name__ for m in learner.model.modules()}
         self.capacity = self._capacity(learner)
         self._index = {id(module): i for i, (_, module) in enumerate(named)}
-        self._acts = _Buffer("activations", self.names, self)
+        types = [type(module).__name__ for _, module in named]
+        self._acts = _Buffer("activations", self.names, types, self)
         if self.grads:
-            self._grads = _Buffer("gradients", self.names, self)
+            self._grads = _Buffer("gradients", self.names, types, self)
         self._hooks = Hooks([module for _, module in named], self._forward)
 
     def begin_batch(self, learner: Learner) -> None:

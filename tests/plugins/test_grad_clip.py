@@ -112,8 +112,12 @@ def test_an_error_at_its_events_leaves_it_usable(event: str, order: int) -> None
     with learner.added(Raiser(event, order)):
         with pytest.raises(RuntimeError, match="boom"):
             learner.fit(1)
+    # start afresh, as the reference does: weights, data order, optimizer, and the
+    # gradients the loop leaves behind when a batch fails
     learner.model.load_state_dict(start.state_dict())
-    learner.opt = None  # a fresh optimizer, as in the reference
+    learner.model.zero_grad()
+    learner.data = tiny_data()
+    learner.opt = None
     learner.fit(2)
     expected = reference(start, lambda p: torch.nn.utils.clip_grad_value_(p, 0.01))
     for key, value in learner.model.state_dict().items():

@@ -56,7 +56,6 @@ def test_stops_at_the_nan_batch_and_says_where(capsys: pytest.CaptureFixture[str
     )
     assert stop.reason == expected
     assert capsys.readouterr().out == expected + "\n"
-    assert spy.seen[-5:] == ["after_pred", "after_loss", "after_batch", "after_cancel_train", "after_fit"][2:] or True
     assert spy.seen.count("begin_epoch") == 2
     assert spy.seen[-3:] == ["after_loss", "after_cancel_train", "after_fit"]
     # the NaN never reached the weights: no backward, no step
@@ -73,12 +72,17 @@ def test_infinite_validation_loss(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_every_n_batches_checks_only_those() -> None:
-    """3 batches per epoch (2 training, 1 validation): every=2 checks batches 2, 4, 6..."""
+    """3 batches per epoch (2 training, 1 validation): every=2 checks the 2nd, 4th, 6th..."""
     stop = TerminateOnNan(every=2)
-    fit(Spoil((0, True, 0)), stop)  # batch 1 of the fit: not checked
+    fit(Spoil((0, False, 0)), stop)  # the 3rd batch, unchecked: a NaN that does not spread
     assert stop.reason is None
-    fit(Spoil((0, True, 1)), stop)  # batch 2 of the fit: checked
-    assert stop.reason is not None and "epoch 0, training batch 1" in stop.reason
+    # a NaN in the 1st batch is not seen there, but the step spreads it into the
+    # weights, so the 2nd batch's loss is NaN too, and that one is checked
+    fit(Spoil((0, True, 0)), stop)
+    assert stop.reason == (
+        "terminate_on_nan: the loss is nan at epoch 0, training batch 1 (iteration 1); "
+        "training stopped"
+    )
 
 
 def test_finite_losses_never_stop_and_metrics_are_unchanged() -> None:
