@@ -5,8 +5,9 @@ Run it with::
     lookinside demo lr_find [--data digits] [--epochs 3] [--bs 16] [--num-it 100] [--out DIR]
     python -m demos.lr_find --data mnist_pkl --data-path mnist.pkl.gz --bs 512 --epochs 3
 
-The CNN is kaiming-initialized (lesson 06: with the default init the loss hardly
-moves during a 100-batch sweep, and no rate can be read from it). The finder
+The network is lesson 06's (``GeneralRelu`` and kaiming init, see
+``demos/schedules.py``; with the default init the loss hardly moves during a
+100-batch sweep, and no rate can be read from it). The finder
 sweeps the learning rate from ``--min-lr`` to ``--max-lr`` over ``--num-it``
 batches, prints its suggestions and writes ``lr_find.png`` into ``--out``; the
 learner is then exactly as before the sweep, and is trained for ``--epochs`` at
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import statistics
 import time
@@ -33,30 +35,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from demos.schedules import lesson_cnn
 from engine.cli import add_training_arguments
 from engine.data import DataBunch
 from engine.datasets import load_data
 from engine.exceptions import CancelTrainException
 from engine.learner import Learner
 from engine.manager import load_catalog
-from engine.models import cnn
 from plugins.lr_finder import PLOT_FILE
 from plugins.lr_finder import lr_find
-
-
-def kaiming_cnn(n_out: int, n_in: int, seed: int) -> nn.Module:
-    """The lesson's CNN with kaiming-normal weights and zero biases, seeded."""
-    torch.manual_seed(seed)
-    model = cnn(n_out=n_out, n_in=n_in)
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-    return model
 
 
 class _StopAfter:
@@ -89,7 +78,11 @@ def benchmark(
     """
     plugins = [*plugins, "no:progress"]
     finder = Learner(make_model(), data, plugins=plugins)
-    plain = Learner(make_model(), DataBunch(data.train_dl, None), plugins=[*plugins, _StopAfter(num_it)])
+    plain = Learner(
+        make_model(),
+        dataclasses.replace(data, valid_dl=None),
+        plugins=[*plugins, _StopAfter(num_it)],
+    )
     start = {k: v.clone() for k, v in plain.model.state_dict().items()}
     epochs = -(-num_it // len(data.train_dl))  # type: ignore[arg-type]
     times: dict[str, list[float]] = {"finder": [], "plain": []}
@@ -112,12 +105,16 @@ def benchmark(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lookinside demo lr_find", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="lookinside demo lr_find", description=__doc__.split("\n")[0]
+    )
     add_training_arguments(parser, out="lookinside-out/lr_find", epochs=3, lr=0.2, bs=16)
     parser.add_argument("--min-lr", type=float, default=1e-7, help="first lr of the sweep")
     parser.add_argument("--max-lr", type=float, default=10.0, help="last lr of the sweep")
     parser.add_argument("--num-it", type=int, default=100, help="batches of the sweep")
-    parser.add_argument("--use", choices=("min/10", "steepest"), default="min/10", help="suggestion to train at")
+    parser.add_argument(
+        "--use", choices=("min/10", "steepest"), default="min/10", help="suggestion to train at"
+    )
     parser.add_argument("--bench-runs", type=int, default=5, help="benchmark runs (0: skip)")
     args = parser.parse_args(argv)
 
@@ -134,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_in = data.input_shape[0] if data.input_shape else 1
 
     def make_model() -> nn.Module:
-        return kaiming_cnn(data.c or 10, n_in, args.seed)
+        return lesson_cnn(data.c or 10, n_in, args.seed)
 
     learner = Learner(make_model(), data, plugins=args.plugins, out_dir=args.out, catalog=catalog)
     result = lr_find(learner, args.min_lr, args.max_lr, args.num_it)
@@ -143,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {path}")
 
     lr = result.suggestions.get(args.use, args.lr)
-    print(f"training {args.epochs} epochs at lr {lr:.3g} ({args.use if args.use in result.suggestions else '--lr'})")
+    source = args.use if args.use in result.suggestions else "--lr"
+    print(f"training {args.epochs} epochs at lr {lr:.3g} ({source})")
     learner.fit(args.epochs, lr=lr)
     accuracy = learner.log.get("valid_accuracy")
     if accuracy is not None:

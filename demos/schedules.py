@@ -8,40 +8,76 @@ Run it with::
 Lesson 06 trains for 8 epochs with the learning rate following
 ``combine_scheds([.5,.5], [sched_cos(.2,1.), sched_cos(1.,.1)])``: a cosine warm-up
 from 0.2 to 1.0 over the first half, a cosine annealing down to 0.1 over the
-second. Here that is the ``schedule`` plugin with
-``lr=combine([0.5,0.5],[cos(0.2,1.0),cos(1.0,0.1)])``; ``--sched`` takes any
-other schedule expression (``one_cycle(0.4)`` also cycles the momentum), and
-``--mom`` a momentum schedule. The schedule replaces ``--lr``.
+second. Here that is the ``schedule`` plugin with the same shape scaled to a peak
+``P``: ``lr=combine([0.5,0.5],[cos(0.2P,P),cos(P,0.1P)])``. ``--peak`` sets
+``P``: by default the lesson's 1.0 on MNIST (``--bs 512``), and 0.3 on the
+embedded digits, whose small batches (default 32, 45 per epoch) do not survive a
+rate of 1.0 (valid accuracy falls to chance, 0.11, by epoch 3). ``--sched`` takes
+any other schedule expression instead (``one_cycle(0.4)`` also cycles the
+momentum), ``--mom`` a momentum schedule. The schedule replaces ``--lr``.
 
-The CNN is kaiming-initialized (the lesson's run also used ``GeneralRelu``,
-reaching 0.9826 valid accuracy on MNIST with bs 512). The demo prints each
-epoch's learning-rate range and valid accuracy, and writes ``schedule.png``
-(the learning rate and momentum per batch, from the recorder) into ``--out``
-beside the recorder's and CSV logger's files. On the embedded digits the
-default batch size is 32 (45 batches per epoch); for MNIST use the lesson's
-``--bs 512``.
+The network is the lesson's: the CNN ``[8,16,32,32]`` with ``GeneralRelu(.1,.4,6)``
+and kaiming init (``init_cnn``), which reached 0.9826 valid accuracy on MNIST with
+this schedule. The demo prints each epoch's learning-rate range and valid
+accuracy, and writes ``schedule.png`` (the learning rate and momentum per batch,
+from the recorder) into ``--out`` beside the recorder's and CSV logger's files.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
-from demos.lr_find import kaiming_cnn
+import torch
+from torch import nn
+
 from engine.cli import add_training_arguments
 from engine.datasets import load_data
 from engine.exceptions import LookinsideError
+from engine.init import init_cnn
+from engine.layers import GeneralRelu
 from engine.learner import Learner
 from engine.manager import load_catalog
+from engine.models import cnn
+from engine.models import conv_norm_layer
 from observers import plots
 from observers.recorder import Recorder
 
-LESSON_SCHEDULE = "combine([0.5,0.5],[cos(0.2,1.0),cos(1.0,0.1)])"
-"""Lesson 06's ``combine_scheds([.5,.5], [sched_cos(.2,1.), sched_cos(1.,.1)])``."""
+LESSON_PEAK = 1.0
+"""The peak of lesson 06's ``combine_scheds([.5,.5], [sched_cos(.2,1.), sched_cos(1.,.1)])``."""
+
+DIGITS_PEAK = 0.3
+"""The peak used on the embedded digits (0.9833 valid accuracy after 8 epochs at bs 32)."""
+
+
+def lesson_schedule(peak: float = LESSON_PEAK) -> str:
+    """Lesson 06's schedule with its peak at ``peak``, as an expression for the plugin.
+
+    >>> lesson_schedule()
+    'combine([0.5,0.5],[cos(0.2,1.0),cos(1.0,0.1)])'
+
+    :param peak: the highest learning rate, reached halfway.
+    """
+    low, high, end = (round(v, 12) for v in (0.2 * peak, peak, 0.1 * peak))
+    return f"combine([0.5,0.5],[cos({low},{high}),cos({high},{end})])"
+
 
 PLOT_FILE = "schedule.png"
 """The learning rate and momentum per batch, side by side."""
+
+
+def lesson_cnn(n_out: int = 10, n_in: int = 1, seed: int = 0) -> nn.Module:
+    """Lesson 06's network: the CNN with ``GeneralRelu(0.1, 0.4, 6)``, kaiming init at ``a=0.1``.
+
+    :param n_out: the number of classes.
+    :param n_in: the channels of the input images.
+    :param seed: seeds torch's generator before the weights are drawn.
+    """
+    torch.manual_seed(seed)
+    act = functools.partial(GeneralRelu, leak=0.1, sub=0.4, maxv=6.0)
+    return init_cnn(cnn(n_out=n_out, n_in=n_in, layer=conv_norm_layer(None, act)), a=0.1)
 
 
 def save_schedule_plot(recorder: Recorder, path: Path) -> Path:
@@ -62,7 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="lookinside demo schedules", description=__doc__.split("\n")[0]
     )
     add_training_arguments(parser, out="lookinside-out/schedules", epochs=8, lr=0.2, bs=32)
-    parser.add_argument("--sched", default=LESSON_SCHEDULE, help="the lr schedule expression")
+    parser.add_argument(
+        "--peak",
+        type=float,
+        default=None,
+        help="the lesson schedule's peak lr (1.0 MNIST, 0.3 digits)",
+    )
+    parser.add_argument("--sched", default=None, help="an lr schedule expression instead")
     parser.add_argument("--mom", default=None, help="a momentum schedule expression")
     args = parser.parse_args(argv)
 
@@ -77,8 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         download=args.download,
     )
     n_in = data.input_shape[0] if data.input_shape else 1
-    model = kaiming_cnn(data.c or 10, n_in, args.seed)
-    options = {"lr": args.sched} if args.mom is None else {"lr": args.sched, "mom": args.mom}
+    model = lesson_cnn(data.c or 10, n_in, args.seed)
+    peak = args.peak
+    if peak is None:
+        peak = DIGITS_PEAK if data.name == "digits" else LESSON_PEAK
+    sched = args.sched or lesson_schedule(peak)
+    options = {"lr": sched} if args.mom is None else {"lr": sched, "mom": args.mom}
     learner = Learner(
         model,
         data,
@@ -101,9 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seen = lrs[epoch * per_epoch : (epoch + 1) * per_epoch] or [float("nan")]
         accuracy = row.get("valid_accuracy")
         shown = "-" if accuracy is None else f"{accuracy:.4f}"
-        print(
-            f"epoch {epoch}: lr {seen[0]:.3f} -> {seen[-1]:.3f}, valid accuracy {shown}"
-        )
+        print(f"epoch {epoch}: lr {seen[0]:.3f} -> {seen[-1]:.3f}, valid accuracy {shown}")
     if lrs:
         path = save_schedule_plot(recorder, Path(args.out) / PLOT_FILE)
         print(f"wrote {path}")

@@ -166,6 +166,7 @@ class Learner:
         if self._fitting:
             raise RuntimeError("fit() was called while this learner is already fitting")
         opt = self.opt if self.opt is not None else self.create_opt()
+        opt.zero_grad()  # a fit that ended mid-batch may have left gradients behind
         if lr is not None:
             self.lr = float(lr)
             for group in opt.param_groups:

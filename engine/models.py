@@ -190,10 +190,11 @@ def conv_norm_layer(
     :param bias: whether the convolution has a bias; None means "only without a norm".
     """
     make_norm = _norm_factory(norm)
-    if not callable(act):
+    if isinstance(act, nn.Module) or not callable(act):
+        # One shared module would make every layer's hooks fire on one object.
         raise TypeError(
             f"conv_norm_layer: act should build an activation module when called with no "
-            f"argument (like nn.ReLU), got {act!r}"
+            f"argument (like nn.ReLU, not nn.ReLU()), so each layer gets its own; got {act!r}"
         )
     with_bias = make_norm is None if bias is None else bool(bias)
 

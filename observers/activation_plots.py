@@ -28,7 +28,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from observers import plots
-from observers.activation_stats import ActivationData
+from observers.activation_data import ActivationData
 
 FIRST = 10
 """The number of first batches in the zoomed means/stds picture (the lesson's choice)."""
@@ -59,7 +59,7 @@ def _lines(
         raise ValueError(f"first should be a positive number of batches or None, got {first!r}")
     keep = len(data) if first is None else min(first, len(data))
     xs = data.iterations[:keep]
-    for m in _layers(data, layers):
+    for m in _layers(data, layers) if keep else []:
         ax.plot(xs, values[:keep, m].tolist(), label=data.names[m], linewidth=1.0)
     ax.set_xlabel("batch")
     ax.set_ylabel(ylabel)
@@ -121,7 +121,9 @@ def plot_color_dim(data: ActivationData, layer: int | str = 0, ax: Axes | None =
     """Draw one layer's histograms over training as an image: the colorful dimension.
 
     Columns are the recorded training batches, rows the histogram bins, low
-    values at the bottom (``origin="lower"``); the colour is ``log(1 + count)``.
+    values at the bottom (``origin="lower"``); the colour is ``log(1 + count)``,
+    each column's counts scaled to the largest output's number of values, so that
+    a smaller last batch does not show as a pale stripe.
 
     :param data: the observer's recorded data.
     :param layer: the layer, by index or name.
@@ -132,7 +134,9 @@ def plot_color_dim(data: ActivationData, layer: int | str = 0, ax: Axes | None =
     ax = plots.axes_or_new(ax)
     low, high = data.ranges[m]
     if len(data):
-        image = torch.log1p(data.hists[:, m].double()).T
+        numel = data.numel[:, m].double().nan_to_num(0.0)
+        scale = torch.where(numel > 0, numel.max() / numel.clamp(min=1.0), 0.0)
+        image = torch.log1p(data.hists[:, m].double() * scale.unsqueeze(-1)).T
         first, last = data.iterations[0], data.iterations[-1]
         ax.imshow(
             image.numpy(),

@@ -24,7 +24,9 @@ class CSVLogger:
     """Append one CSV row per epoch with every value of ``learner.log``.
 
     The file is opened (and its folder created) at the start of each fit,
-    replacing what an earlier fit wrote. The header is the keys of the first
+    replacing what an earlier fit wrote, except when the fit resumes at a later
+    epoch (a checkpoint moved ``learner.epoch`` in ``begin_fit``): then the rows of
+    the earlier epochs are kept, and the new ones follow. The header is the keys of the first
     epoch's log; a key that appears later is left out, a key missing from a later
     epoch is left empty, and so is a ``None`` value. Floats are written in full
     precision, so they read back exactly.
@@ -72,7 +74,25 @@ class CSVLogger:
         if self.file_path is None:
             return
         self.file_path.parent.mkdir(parents=True, exist_ok=True)
+        kept = self._rows_before(learner.epoch) if learner.epoch > 0 else []
         self._file = self.file_path.open("w", newline="", encoding="utf-8")
+        if kept:
+            # resuming (a checkpoint moved the start epoch): keep the earlier epochs
+            self.fieldnames = list(kept[0])
+            self._writer = csv.DictWriter(
+                self._file, fieldnames=self.fieldnames, restval="", extrasaction="ignore"
+            )
+            self._writer.writeheader()
+            self._writer.writerows(kept)
+            self._file.flush()
+
+    def _rows_before(self, epoch: int) -> list[dict[str, str]]:
+        """The rows of an existing file for the epochs before ``epoch``."""
+        if self.file_path is None or not self.file_path.is_file():
+            return []
+        with self.file_path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        return [row for row in rows if row.get("epoch", "").isdigit() and int(row["epoch"]) < epoch]
 
     def after_epoch(self, learner: Learner) -> None:
         if self._file is None:

@@ -7,14 +7,15 @@ what the lesson teaches to look for:
   over 90% of them there in its later layers: dead ReLUs);
 - ``collapsed``: the histogram puts nearly everything into one bin;
 - ``exploding`` / ``vanishing``: the late standard deviation is huge or tiny;
-- ``crashed``: the standard deviation rose far above where it ended (the
+- ``crashed``: the standard deviation fell far below a peak it had reached (the
   lesson's explode-and-crash picture at a high learning rate);
 - ``out of range``: most values fall outside the histogram's range;
 - ``nan``: the statistics are not finite (the fit diverged).
 
-Across layers it compares the late standard deviation of the last layer with
-the first (``std last/first``): a ratio far from 1 means the signal grows or
-fades with depth. Then it says what the lesson would try next, in its order:
+Across layers it compares the standard deviation of the last layer with the
+first's, late in training and over the first :data:`FIRST_ROWS` rows (``std
+last/first``): a ratio far from 1 means the signal grows or fades with depth,
+as it does at the start with torch's default initialization. Then it says what the lesson would try next, in its order:
 kaiming initialization (``init_cnn``), ``GeneralRelu``, ``BatchNorm``, and
 ``RunningBatchNorm`` when batch norm meets a small batch.
 
@@ -37,7 +38,7 @@ import torch
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from observers.activation_stats import ActivationData
+    from observers.activation_data import ActivationData
 
 LATE_FRACTION = 0.25
 """The share of the training rows, at the end, that "late in training" averages over."""
@@ -58,12 +59,15 @@ VANISHING = 1e-3
 """A layer is ``vanishing`` when its late standard deviation is below this."""
 
 CRASHED = 5.0
-"""A layer ``crashed`` when its peak standard deviation (after the first row) is more than
-this many times its late one."""
+"""A layer ``crashed`` when its standard deviation fell to less than 1/this of the
+highest it had reached before (rows after the first)."""
 
 DEPTH_RATIO = 10.0
 """The std of the last layer over the first's, beyond which (or below its inverse) the
 signal is said to grow or fade with depth."""
+
+FIRST_ROWS = 10
+"""The rows at the start of training the starting depth ratio averages over."""
 
 SMALL_BATCH = 8
 """Batch sizes up to this make batch statistics unreliable (the lesson fails at bs 2)."""
@@ -85,6 +89,9 @@ ADVICE = {
 """What the lesson would try next, by problem."""
 
 
+_HEADER = ("layer", "mean", "std", "peak std", "drop", "near 0", "top bin", "outside", "problems")
+
+
 @dataclass
 class LayerReport:
     """One layer's late-training figures and the problems found."""
@@ -94,6 +101,8 @@ class LayerReport:
     std: float
     peak_std: float
     """The largest std after the first row."""
+    drop: float
+    """The largest fall of the std from a peak it had reached, as a ratio (1: none)."""
     near_zero: float
     top_bin: float
     """The fraction of values in the fullest bin."""
@@ -109,6 +118,8 @@ class Diagnosis:
     layers: list[LayerReport]
     depth_ratio: float
     """Late std of the last layer over the first's (NaN when unknown)."""
+    start_ratio: float
+    """The same over the first :data:`FIRST_ROWS` rows."""
     advice: list[str]
     rows: int
     """How many training rows were read."""
@@ -132,6 +143,7 @@ class Diagnosis:
                     _num(layer.mean),
                     _num(layer.std),
                     _num(layer.peak_std),
+                    _num(layer.drop),
                     _pct(layer.near_zero),
                     _pct(layer.top_bin),
                     _pct(layer.out_of_range),
@@ -140,18 +152,19 @@ class Diagnosis:
             )
         return rows
 
-    _HEADER = ["layer", "mean", "std", "peak std", "near 0", "top bin", "outside", "problems"]
-
     def _summary(self) -> list[str]:
-        lines = [f"std last/first layer: {_num(self.depth_ratio)}"]
+        lines = [
+            f"std last/first layer: {_num(self.depth_ratio)} late, "
+            f"{_num(self.start_ratio)} over the first {FIRST_ROWS} rows"
+        ]
         if self.batch_size is not None:
             lines[0] += f"; batch size {self.batch_size}"
         return lines + [f"- {line}" for line in self.advice]
 
     def table(self) -> str:
         """The report as plain text, for a terminal."""
-        rows = [self._HEADER, *self._rows()]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(self._HEADER))]
+        rows = [list(_HEADER), *self._rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
         lines = [f"Diagnosis of the {self.kind} (last {LATE_FRACTION:.0%} of {self.rows} rows)"]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         return "\n".join(lines + self._summary())
@@ -163,8 +176,8 @@ class Diagnosis:
             "",
             f"Late training: the last {LATE_FRACTION:.0%} of {self.rows} recorded batches.",
             "",
-            "| " + " | ".join(self._HEADER) + " |",
-            "|" + "---|" * len(self._HEADER),
+            "| " + " | ".join(_HEADER) + " |",
+            "|" + "---|" * len(_HEADER),
         ]
         lines += ["| " + " | ".join(row) + " |" for row in self._rows()]
         return "\n".join([*lines, "", *self._summary(), ""])
@@ -206,10 +219,16 @@ def diagnose(
     rows = len(train)
     late = slice(max(0, rows - max(1, math.ceil(rows * LATE_FRACTION))), rows)
     layers = [_layer(train, m, late) for m in range(len(train.names))]
-    finite = [layer.std for layer in layers if math.isfinite(layer.std)]
-    ratio = finite[-1] / finite[0] if len(finite) > 1 and finite[0] > 0 else math.nan
-    advice = _advice(layers, ratio, batch_size, set(layer_types))
-    return Diagnosis(data.kind, layers, ratio, advice, rows, batch_size)
+    ratio = _ratio([layer.std for layer in layers])
+    start = slice(0, min(rows, FIRST_ROWS))
+    start_ratio = _ratio([_late_mean(train.stds[:, m], start) for m in range(len(layers))])
+    advice = _advice(layers, [ratio, start_ratio], batch_size, set(layer_types))
+    return Diagnosis(data.kind, layers, ratio, start_ratio, advice, rows, batch_size)
+
+
+def _ratio(stds: list[float]) -> float:
+    finite = [std for std in stds if math.isfinite(std)]
+    return finite[-1] / finite[0] if len(finite) > 1 and finite[0] > 0 else math.nan
 
 
 def _late_mean(values: torch.Tensor, late: slice) -> float:
@@ -223,6 +242,10 @@ def _layer(data: ActivationData, m: int, late: slice) -> LayerReport:
     mean, std = _late_mean(data.means[:, m], late), _late_mean(stds, late)
     after_first = stds[1:][~stds[1:].isnan()]
     peak = float(after_first.max()) if after_first.numel() else std
+    drop = 1.0
+    if after_first.numel():
+        peaks = after_first.cummax(0).values
+        drop = float((peaks / after_first.clamp(min=1e-12)).max())
     hist = data.hists[late, m].double().sum(0)
     total = float(data.numel[late, m].nan_to_num(0.0).sum())
     top = float(hist.max()) / total if total > 0 else math.nan
@@ -231,6 +254,7 @@ def _layer(data: ActivationData, m: int, late: slice) -> LayerReport:
         mean,
         std,
         peak,
+        drop,
         _late_mean(data.near_zero[:, m], late),
         top,
         _late_mean(data.out_of_range[:, m], late),
@@ -253,16 +277,16 @@ def _flags(r: LayerReport) -> list[str]:
         flags.append("exploding")
     if r.std < VANISHING:
         flags.append("vanishing")
-    if r.std > 0 and r.peak_std > CRASHED * r.std:
+    if r.drop > CRASHED:
         flags.append("crashed")
     return flags
 
 
 def _advice(
-    layers: list[LayerReport], ratio: float, batch_size: int | None, types: set[str]
+    layers: list[LayerReport], ratios: list[float], batch_size: int | None, types: set[str]
 ) -> list[str]:
     flags = {flag for layer in layers for flag in layer.flags}
-    deep = math.isfinite(ratio) and not 1 / DEPTH_RATIO <= ratio <= DEPTH_RATIO
+    deep = any(math.isfinite(r) and not 1 / DEPTH_RATIO <= r <= DEPTH_RATIO for r in ratios)
     unstable = bool(flags & {"nan", "exploding", "vanishing", "crashed"}) or deep
     batchnorm = any("BatchNorm" in t and not t.startswith("Running") for t in types)
     advice = []

@@ -42,76 +42,85 @@ def _fmt(value: float) -> str:
 
 
 @dataclass(frozen=True)
-class Lin:
-    """Linear from ``start`` (p=0) to ``end`` (p=1): ``start + p*(end - start)``.
-
-    Computed from the nearer end (``end - (1-p)*(end - start)`` past halfway), so
-    that both ends are exact.
-    """
+class _Ramp:
+    """A schedule from ``start`` (progress 0) to ``end`` (progress 1), written as its call."""
 
     start: float
     end: float
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__.lower()
+        object.__setattr__(self, "start", _number(self.start, f"{name}(start, ...)"))
+        object.__setattr__(self, "end", _number(self.end, f"{name}(..., end)"))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__.lower()}({_fmt(self.start)}, {_fmt(self.end)})"
+
+
+class Lin(_Ramp):
+    """Linear: ``start + p*(end - start)``; past halfway ``end - (1-p)*(end - start)``.
+
+    Computed from the nearer end, so that both ends are exact (so are the others').
+    """
 
     def __call__(self, p: float) -> float:
         if p < 0.5:
             return self.start + p * (self.end - self.start)
         return self.end - (1.0 - p) * (self.end - self.start)
 
-    def __repr__(self) -> str:
-        return f"lin({_fmt(self.start)}, {_fmt(self.end)})"
 
-
-@dataclass(frozen=True)
-class Cos:
-    """Cosine annealing from ``start`` to ``end``: ``start + (end-start)*(1-cos(pi*p))/2``.
-
-    Computed from the nearer end past halfway (``end - (end-start)*(1+cos(pi*p))/2``),
-    so that both ends are exact.
-    """
-
-    start: float
-    end: float
+class Cos(_Ramp):
+    """Cosine annealing: ``start + (end-start)*(1-cos(pi*p))/2``, flat at both ends."""
 
     def __call__(self, p: float) -> float:
         if p < 0.5:
             return self.start + (self.end - self.start) * (1.0 - math.cos(math.pi * p)) / 2.0
         return self.end - (self.end - self.start) * (1.0 + math.cos(math.pi * p)) / 2.0
 
-    def __repr__(self) -> str:
-        return f"cos({_fmt(self.start)}, {_fmt(self.end)})"
 
+class Exp(_Ramp):
+    """Geometric, straight on a log scale: ``start * (end/start)**p``; both must be > 0."""
 
-@dataclass(frozen=True)
-class Exp:
-    """Geometric from ``start`` to ``end``: ``start * (end/start)**p``.
-
-    Computed from the nearer end past halfway (``end * (start/end)**(1-p)``), so
-    that both ends are exact.
-    """
-
-    start: float
-    end: float
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.start <= 0 or self.end <= 0:
+            raise ValueError(
+                f"exp(start, end) needs positive start and end (a geometric ramp), got "
+                f"{self!r}; use lin() or cos() for values that reach 0"
+            )
 
     def __call__(self, p: float) -> float:
         if p < 0.5:
-            return self.start * (self.end / self.start) ** p
-        return self.end * (self.start / self.end) ** (1.0 - p)
-
-    def __repr__(self) -> str:
-        return f"exp({_fmt(self.start)}, {_fmt(self.end)})"
+            return self.start * float((self.end / self.start) ** p)
+        return self.end * float((self.start / self.end) ** (1.0 - p))
 
 
 @dataclass(frozen=True)
 class No:
-    """The same ``value`` all along."""
+    """The same ``value`` at every progress."""
 
     value: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", _number(self.value, "no(value)"))
 
     def __call__(self, p: float) -> float:
         return self.value
 
     def __repr__(self) -> str:
         return f"no({_fmt(self.value)})"
+
+
+lin = Lin
+"""``lin(start, end)``: a :class:`Lin` schedule."""
+cos = Cos
+"""``cos(start, end)``: a :class:`Cos` schedule."""
+exp = Exp
+"""``exp(start, end)``: an :class:`Exp` schedule."""
+no = No
+"""``no(value)``: a constant, :class:`No`."""
+const = No
+"""Another name for :func:`no`."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +173,7 @@ class OneCycle:
         peak = self.max_lr
         return Combine(
             (self.pct_start, 1.0 - self.pct_start),
-            (Cos(peak / self.div, peak), Cos(peak, peak / self.final_div)),
+            (cos(peak / self.div, peak), cos(peak, peak / self.final_div)),
         )
 
     @property
@@ -185,52 +194,6 @@ class OneCycle:
             f"one_cycle({_fmt(self.max_lr)}, div={_fmt(self.div)}, "
             f"final_div={_fmt(self.final_div)}, pct_start={_fmt(self.pct_start)}, moms={moms})"
         )
-
-
-def lin(start: float, end: float) -> Lin:
-    """Linear from ``start`` to ``end``.
-
-    :param start: the value at progress 0.
-    :param end: the value at progress 1.
-    """
-    return Lin(_number(start, "lin(start, ...)"), _number(end, "lin(..., end)"))
-
-
-def cos(start: float, end: float) -> Cos:
-    """Cosine annealing from ``start`` to ``end`` (flat at both ends).
-
-    :param start: the value at progress 0.
-    :param end: the value at progress 1.
-    """
-    return Cos(_number(start, "cos(start, ...)"), _number(end, "cos(..., end)"))
-
-
-def exp(start: float, end: float) -> Exp:
-    """Geometric (straight on a log scale) from ``start`` to ``end``; both must be > 0.
-
-    :param start: the value at progress 0.
-    :param end: the value at progress 1.
-    """
-    first = _number(start, "exp(start, ...)")
-    last = _number(end, "exp(..., end)")
-    if first <= 0 or last <= 0:
-        raise ValueError(
-            f"exp(start, end) needs positive start and end (a geometric ramp), got "
-            f"exp({start!r}, {end!r}); use lin() or cos() for values that reach 0"
-        )
-    return Exp(first, last)
-
-
-def no(value: float) -> No:
-    """The constant ``value``.
-
-    :param value: the value at every progress.
-    """
-    return No(_number(value, "no(value)"))
-
-
-const = no
-"""Another name for :func:`no`."""
 
 
 def combine(pcts: Sequence[float], scheds: Sequence[Callable[[float], float]]) -> Combine:
@@ -323,8 +286,9 @@ FUNCTIONS: dict[str, Callable[..., Callable[[float], float]]] = {
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<name>[A-Za-z_]\w*)"
-    r"|(?P<punct>[()\[\],=]))"
+    r"|(?P<punct>[()\[\],]))"
 )
+_KEYWORD = re.compile(r"\s*([A-Za-z_]\w*)\s*=")
 
 
 class ScheduleSyntaxError(ValueError):
@@ -346,95 +310,60 @@ class _Parser:
             f"found {found!r}\n    {self.text}\n    {' ' * where}^"
         )
 
-    def peek(self) -> tuple[str, str] | None:
-        match = _TOKEN.match(self.text, self.pos)
-        if match is None or match.lastgroup is None:
-            return None
-        return match.lastgroup, match.group(match.lastgroup)
-
     def take(self) -> tuple[str, str, int]:
         match = _TOKEN.match(self.text, self.pos)
         if match is None or match.lastgroup is None:
             raise self.fail("a number, a list or a call such as cos(0.2, 1.0)")
-        start = match.start(match.lastgroup)
         self.pos = match.end()
-        return match.lastgroup, match.group(match.lastgroup), start
+        return match.lastgroup, match.group(match.lastgroup), match.start(match.lastgroup)
 
-    def expect(self, punct: str) -> None:
-        token = self.peek()
-        if token != ("punct", punct):
-            raise self.fail(repr(punct))
-        self.take()
+    def accept(self, punct: str) -> bool:
+        match = _TOKEN.match(self.text, self.pos)
+        if match is None or match.group("punct") != punct:
+            return False
+        self.pos = match.end()
+        return True
 
     def value(self) -> Any:
         kind, text, start = self.take()
         if kind == "number":
             return float(text)
-        if kind == "punct" and text == "[":
-            return self.items("]")
-        if kind == "name":
-            if text == "None":
-                return None
-            if text not in FUNCTIONS:
-                known = ", ".join(FUNCTIONS)
-                raise self.fail(f"a number, a list, None or one of {known}", at=start)
-            return self.call(text, start)
-        raise self.fail("a number, a list or a call such as cos(0.2, 1.0)", at=start)
+        if (kind, text) == ("punct", "["):
+            return self.sequence("]", keywords=False)[0]
+        if kind == "name" and text == "None":
+            return None
+        if kind == "name" and text in FUNCTIONS:
+            if not self.accept("("):
+                raise self.fail("'('")
+            args, kwargs = self.sequence(")", keywords=True)
+            try:
+                return FUNCTIONS[text](*args, **kwargs)
+            except (TypeError, ValueError) as exc:
+                raise ScheduleSyntaxError(
+                    f"cannot read schedule {self.text!r}: {text}(...) at position {start}: {exc}"
+                ) from None
+        known = ", ".join(FUNCTIONS)
+        raise self.fail(f"a number, a list, None or one of {known}", at=start)
 
-    def items(self, closing: str) -> list[Any]:
-        found: list[Any] = []
-        if self.peek() == ("punct", closing):
-            self.take()
-            return found
-        while True:
-            found.append(self.value())
-            token = self.peek()
-            if token == ("punct", ","):
-                self.take()
-                continue
-            if token == ("punct", closing):
-                self.take()
-                return found
-            raise self.fail(f"',' or {closing!r}")
-
-    def call(self, name: str, start: int) -> Any:
-        self.expect("(")
+    def sequence(self, closing: str, keywords: bool) -> tuple[list[Any], dict[str, Any]]:
+        """Values separated by commas up to ``closing``; ``name=value`` too if ``keywords``."""
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
-        if self.peek() == ("punct", ")"):
-            self.take()
-        else:
-            while True:
-                token = self.peek()
-                keyword = None
-                if token is not None and token[0] == "name" and token[1] not in FUNCTIONS:
-                    saved = self.pos
-                    self.take()
-                    if self.peek() == ("punct", "="):
-                        self.take()
-                        keyword = token[1]
-                    else:
-                        self.pos = saved
-                if keyword is not None:
-                    kwargs[keyword] = self.value()
-                elif kwargs:
-                    raise self.fail("a keyword argument (name=value) after keyword arguments")
-                else:
-                    args.append(self.value())
-                token = self.peek()
-                if token == ("punct", ","):
-                    self.take()
-                    continue
-                if token == ("punct", ")"):
-                    self.take()
-                    break
-                raise self.fail("',' or ')'")
-        try:
-            return FUNCTIONS[name](*args, **kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ScheduleSyntaxError(
-                f"cannot read schedule {self.text!r}: {name}(...) at position {start}: {exc}"
-            ) from None
+        if self.accept(closing):
+            return args, kwargs
+        while True:
+            keyword = _KEYWORD.match(self.text, self.pos) if keywords else None
+            if keyword is not None:
+                self.pos = keyword.end()
+                kwargs[keyword.group(1)] = self.value()
+            elif kwargs:
+                raise self.fail("a keyword argument (name=value) after keyword arguments")
+            else:
+                args.append(self.value())
+            if self.accept(closing):
+                return args, kwargs
+            if not self.accept(","):
+                raise self.fail(f"',' or {closing!r}")
 
 
 def _skip_space(text: str, pos: int) -> int:

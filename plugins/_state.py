@@ -17,11 +17,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 from typing import Any
 
 import torch
 
 from engine.exceptions import PluginError
+
+if TYPE_CHECKING:
+    from engine.learner import Learner
 
 FORMAT = "lookinside-checkpoint"
 """The value of a checkpoint's ``format`` key."""
@@ -276,3 +280,49 @@ def _check_layout(path: Path, state: Any) -> None:
                 f"checkpoint {path}: damaged ({key!r} should be {expected}, got "
                 f"{type(value).__name__})"
             )
+
+
+def check_fits(path: Path | None, learner: Learner, state: dict[str, Any]) -> None:
+    """Refuse a checkpoint of another model or optimizer, before anything is changed.
+
+    :param path: where the checkpoint came from, for the messages.
+    :param learner: the learner about to resume.
+    :param state: the checkpoint, as :func:`load_checkpoint` returned it.
+    :raises CheckpointError: the state dicts' keys or shapes, the optimizer's
+        class or its parameter groups differ.
+    """
+    mine = learner.model.state_dict()
+    saved = state["model"]
+    missing = [key for key in mine if key not in saved]
+    unexpected = [key for key in saved if key not in mine]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}; build the model the checkpoint was saved from"
+        )
+    for key, value in mine.items():
+        other = saved[key]
+        if isinstance(value, torch.Tensor) and (
+            not isinstance(other, torch.Tensor) or other.shape != value.shape
+        ):
+            shape = tuple(other.shape) if isinstance(other, torch.Tensor) else other
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model: {key!r} has shape "
+                f"{shape} in the checkpoint and {tuple(value.shape)} in the model"
+            )
+    opt, saved_opt = learner.opt, state["optimizer"]
+    if opt is None or saved_opt is None:
+        return
+    saved_class = state.get("optimizer_class")
+    if saved_class not in (None, type(opt).__name__):
+        raise CheckpointError(
+            f"checkpoint {path} holds the state of a {saved_class} optimizer but this "
+            f"learner uses {type(opt).__name__}; use the same opt_func"
+        )
+    sizes = [len(group["params"]) for group in opt.param_groups]
+    saved_sizes = [len(group.get("params", ())) for group in saved_opt.get("param_groups", ())]
+    if sizes != saved_sizes:
+        raise CheckpointError(
+            f"checkpoint {path}: its optimizer has parameter groups of sizes {saved_sizes}, "
+            f"this learner's {sizes}; use the same model and parameter groups"
+        )

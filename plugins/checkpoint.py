@@ -37,8 +37,6 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
 
-import torch
-
 from engine.exceptions import PluginError
 from engine.hookspecs import hookimpl
 from plugins._state import FORMAT
@@ -47,6 +45,7 @@ from plugins._state import VERSION
 from plugins._state import CheckpointError
 from plugins._state import atomic_save
 from plugins._state import capture_rng
+from plugins._state import check_fits
 from plugins._state import find_unsafe
 from plugins._state import load_checkpoint
 from plugins._state import loader_generator
@@ -57,6 +56,16 @@ if TYPE_CHECKING:
     import os
 
     from engine.learner import Learner
+
+__all__ = [
+    "BEST",
+    "INTERRUPTED",
+    "LAST",
+    "Checkpoint",
+    "CheckpointError",
+    "infer_mode",
+    "load_checkpoint",
+]
 
 LAST = "last.pt"
 """Written after every ``every``-th epoch and the last one: the state to resume from."""
@@ -105,7 +114,8 @@ class Checkpoint:
     had not run are skipped. For an exact continuation, resume from ``last.pt``.
 
     Resuming applies to the first fit after the plugin is created; the file is
-    read and checked when the plugin is created.
+    read and checked when the plugin is created. Give the resumed fit the same
+    number of epochs as the one that was stopped: schedules depend on it.
 
     :param dir: the folder to write into; default ``<out_dir>/checkpoints``, or,
         when the learner has no out_dir, the folder of the ``resume`` file; with
@@ -178,8 +188,8 @@ class Checkpoint:
         if unsafe:
             raise PluginError(f"plugin 'checkpoint': cannot save {unsafe}; {SAFE_HINT}")
         if self._pending is not None:
-            state, self._pending = self._pending, None
-            self._restore(learner, state)
+            self._restore(learner, self._pending)
+            self._pending = None  # kept until it worked: a refused resume can be retried
         self._active = True
 
     def begin_epoch(self, learner: Learner) -> None:
@@ -322,51 +332,19 @@ class Checkpoint:
             "(-p checkpoint:dir=PATH) or give the learner an out_dir (--out)"
         )
 
-    def _check_fits(self, learner: Learner, state: dict[str, Any]) -> None:
-        """Refuse a checkpoint of another model or optimizer before changing anything."""
-        path = self.resume_path
-        mine = learner.model.state_dict()
-        saved = state["model"]
-        missing = [key for key in mine if key not in saved]
-        unexpected = [key for key in saved if key not in mine]
-        if missing or unexpected:
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this model: missing keys {missing[:5]}, "
-                f"unexpected keys {unexpected[:5]}; build the model the checkpoint was saved from"
-            )
-        for key, value in mine.items():
-            other = saved[key]
-            if isinstance(value, torch.Tensor) and (
-                not isinstance(other, torch.Tensor) or other.shape != value.shape
-            ):
-                shape = tuple(other.shape) if isinstance(other, torch.Tensor) else other
-                raise CheckpointError(
-                    f"checkpoint {path} does not fit this model: {key!r} has shape "
-                    f"{shape} in the checkpoint and {tuple(value.shape)} in the model"
-                )
-        opt, saved_opt = learner.opt, state["optimizer"]
-        if opt is None or saved_opt is None:
-            return
-        saved_class = state.get("optimizer_class")
-        if saved_class not in (None, type(opt).__name__):
-            raise CheckpointError(
-                f"checkpoint {path} holds the state of a {saved_class} optimizer but this "
-                f"learner uses {type(opt).__name__}; use the same opt_func"
-            )
-        sizes = [len(group["params"]) for group in opt.param_groups]
-        saved_sizes = [len(group.get("params", ())) for group in saved_opt.get("param_groups", ())]
-        if sizes != saved_sizes:
-            raise CheckpointError(
-                f"checkpoint {path}: its optimizer has parameter groups of sizes {saved_sizes}, "
-                f"this learner's {sizes}; use the same model and parameter groups"
-            )
-
     def _restore(self, learner: Learner, state: dict[str, Any]) -> None:
         path = self.resume_path
-        self._check_fits(learner, state)
+        check_fits(path, learner, state)
         learner.model.load_state_dict(state["model"])
-        if state["optimizer"] is not None and learner.opt is not None:
-            learner.opt.load_state_dict(state["optimizer"])
+        opt = learner.opt
+        if state["optimizer"] is not None and opt is not None:
+            # load_state_dict makes new param-group dicts; plugins that set
+            # hyper-parameters (schedules) hold the old ones, so those are kept
+            groups = opt.param_groups
+            opt.load_state_dict(state["optimizer"])
+            for mine, loaded in zip(groups, opt.param_groups):
+                mine.update(loaded)
+            opt.param_groups = groups
         learner.n_iter = state["n_iter"]
         learner.n_epochs = float(state["n_epochs"])
         learner.epoch = state["epoch"] + 1  # the loop starts here
@@ -396,6 +374,12 @@ class Checkpoint:
             else f"nothing is left of a fit of {learner.epochs} epoch(s)"
         )
         print(f"checkpoint: resumed from {path} {what}; {left}")
+        saved_epochs = state.get("epochs")
+        if isinstance(saved_epochs, int) and saved_epochs != learner.epochs:
+            print(
+                f"checkpoint: note: it was saved during a fit of {saved_epochs} epoch(s), this "
+                f"one has {learner.epochs}; schedules over the whole fit will differ"
+            )
         for item in skipped:
             print(f"checkpoint: not restored: {item}")
 

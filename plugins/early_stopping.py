@@ -28,9 +28,7 @@ if TYPE_CHECKING:
 MIN_WORDS = frozenset({"loss", "error", "err", "mse", "mae", "rmse", "nll", "perplexity"})
 """Words of a metric's name that mean lower is better (``mode="auto"``)."""
 
-MAX_WORDS = frozenset(
-    {"accuracy", "acc", "f1", "auc", "precision", "recall", "iou", "dice", "r2", "score"}
-)
+MAX_WORDS = frozenset({"accuracy", "acc", "f1", "auc", "precision", "recall", "iou", "dice", "r2"})
 """Words of a metric's name that mean higher is better (``mode="auto"``)."""
 
 
@@ -72,7 +70,8 @@ class EarlyStopping:
     here, by another plugin, by an error or Ctrl-C), and then released.
 
     :param monitor: the key of learner.log to watch, e.g. valid_loss, valid_accuracy.
-    :param mode: min (lower is better), max, or auto: from the name (loss, error: min; accuracy, f1: max).
+    :param mode: min (lower is better), max, or auto: from the name (loss, error: min;
+        accuracy, f1: max).
     :param patience: epochs in a row without improvement that stop the fit (>= 1).
     :param min_delta: the smallest change that counts as an improvement (>= 0).
     :param restore_best: load the weights of the best epoch when the fit ends.
@@ -189,9 +188,7 @@ class EarlyStopping:
             self.wait += 1
         if self.wait >= self.patience:
             delta = f" by more than {self.min_delta:g}" if self.min_delta else ""
-            self._stop(
-                epoch, f"{self.monitor} did not improve{delta} for {self.wait} epoch(s)"
-            )
+            self._stop(epoch, f"{self.monitor} did not improve{delta} for {self.wait} epoch(s)")
 
     def after_fit(self, learner: Learner) -> None:
         state, self._best_state = self._best_state, None

@@ -59,7 +59,8 @@ class GradAccumulation:
 
     def begin_fit(self, learner: Learner) -> None:
         self.optimizer_steps = 0
-        self._discard(learner)
+        self._pending = False
+        self._zero(learner)  # the first group starts from zero, whatever came before
 
     def begin_epoch(self, learner: Learner) -> None:
         self._discard(learner)
@@ -95,7 +96,10 @@ class GradAccumulation:
         self._discard(learner)
 
     def after_fit(self, learner: Learner) -> None:
-        self._discard(learner)
+        # whatever ended the fit, no gradient of a group that never stepped (nor of
+        # a batch that failed) is left to leak into the next fit
+        self._pending = False
+        self._zero(learner)
 
     def _steps_now(self, index: int, iters: int) -> bool:
         return (index + 1) % self.steps == 0 or index + 1 == iters
@@ -108,9 +112,15 @@ class GradAccumulation:
 
     def _discard(self, learner: Learner) -> None:
         """Zero the gradients of a group that will never step."""
-        if self._pending and learner.opt is not None:
-            learner.opt.zero_grad()
+        if self._pending:
+            self._zero(learner)
         self._pending = False
+
+    def _zero(self, learner: Learner) -> None:
+        if learner.opt is not None:
+            learner.opt.zero_grad()
+        else:
+            learner.model.zero_grad()
 
 
 @hookimpl

@@ -202,26 +202,24 @@ class LRFinder:
         beta: float = 0.98,
     ) -> None:
         for label, value in (("min_lr", min_lr), ("max_lr", max_lr)):
-            if not _real(value) or not 0 < value < math.inf:
-                raise ValueError(
-                    f"plugin 'lr_find': {label} should be a positive number, got {value!r}"
-                )
-        if min_lr >= max_lr:
-            raise ValueError(
-                f"plugin 'lr_find': min_lr should be below max_lr, got min_lr={min_lr!r} "
-                f"and max_lr={max_lr!r}; e.g. min_lr=1e-7, max_lr=10"
+            _check(
+                _real(value) and 0 < value < math.inf,
+                f"{label} should be a positive number, got {value!r}",
             )
-        if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 2:
-            raise ValueError(
-                f"plugin 'lr_find': num_it should be an integer >= 2 (a sweep needs two "
-                f"points), got {num_it!r}"
-            )
-        if not _real(stop_factor) or not stop_factor > 1:
-            raise ValueError(
-                f"plugin 'lr_find': stop_factor should be a number > 1, got {stop_factor!r}"
-            )
-        if not _real(beta) or not 0 <= beta < 1:
-            raise ValueError(f"plugin 'lr_find': beta should be in [0, 1), got {beta!r}")
+        _check(
+            min_lr < max_lr,
+            f"min_lr should be below max_lr, got min_lr={min_lr!r} and max_lr={max_lr!r}; "
+            "e.g. min_lr=1e-7, max_lr=10",
+        )
+        _check(
+            isinstance(num_it, int) and not isinstance(num_it, bool) and num_it >= 2,
+            f"num_it should be an integer >= 2 (a sweep needs two points), got {num_it!r}",
+        )
+        _check(
+            _real(stop_factor) and stop_factor > 1,
+            f"stop_factor should be a number > 1, got {stop_factor!r}",
+        )
+        _check(_real(beta) and 0 <= beta < 1, f"beta should be in [0, 1), got {beta!r}")
         self.min_lr = float(min_lr)
         self.max_lr = float(max_lr)
         self.num_it = num_it
@@ -239,7 +237,7 @@ class LRFinder:
 
         :param i: the batch's index.
         """
-        return self.min_lr * (self.max_lr / self.min_lr) ** (i / (self.num_it - 1))
+        return self.min_lr * float((self.max_lr / self.min_lr) ** (i / (self.num_it - 1)))
 
     def begin_fit(self, learner: Learner) -> None:
         self.result = LRFindResult(skip_start=self.num_it // 10)
@@ -351,12 +349,16 @@ class _Snapshot:
         self.modes = [module.training for module in model.modules()]
         self.opt = learner.opt
         self.opt_state = None if self.opt is None else copy.deepcopy(self.opt.state_dict())
-        self.rng: tuple[Any, ...] = (torch.get_rng_state(), random.getstate(), np.random.get_state())
+        self.rng: tuple[Any, ...] = (
+            torch.get_rng_state(),
+            random.getstate(),
+            np.random.get_state(),
+        )
         cuda = torch.cuda.is_available()
         self.cuda_rng = torch.cuda.get_rng_state_all() if cuda else None
         self.generators = [(gen, gen.get_state()) for gen in _generators(learner)]
         self.attributes = {name: getattr(learner, name) for name in LEARNER_ATTRIBUTES}
-        self.attributes["log"] = dict(learner.log)
+        self.log_items = dict(learner.log)  # the same dict comes back, with these items
 
     def restore(self, learner: Learner) -> None:
         model = learner.model
@@ -377,6 +379,8 @@ class _Snapshot:
             gen.set_state(state)
         for name, value in self.attributes.items():
             setattr(learner, name, value)
+        learner.log.clear()
+        learner.log.update(self.log_items)
 
 
 def _generators(learner: Learner) -> list[torch.Generator]:
@@ -399,6 +403,11 @@ def _length(dl: Iterable[Any]) -> int:
 
 def _real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(f"plugin 'lr_find': {message}")
 
 
 def _run(args: argparse.Namespace) -> int:

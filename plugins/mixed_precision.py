@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
@@ -106,7 +107,7 @@ class MixedPrecision:
         """The gradient scaler (float16 only), created in ``begin_fit``."""
         self.skipped = 0
         """Steps skipped because of inf/NaN gradients in the current fit."""
-        self._autocast: torch.autocast | None = None
+        self._autocast: ExitStack | None = None
         self._unscaled = False
         self._pending_state: dict[str, Any] | None = None
 
@@ -146,9 +147,9 @@ class MixedPrecision:
 
     def begin_batch(self, learner: Learner) -> None:
         self._leave()
-        context = torch.autocast(self.device_type, dtype=self.amp_dtype)
-        context.__enter__()
-        self._autocast = context
+        stack = ExitStack()
+        stack.enter_context(torch.autocast(self.device_type, dtype=self.amp_dtype))
+        self._autocast = stack
 
     def after_loss(self, learner: Learner) -> None:
         self._leave()
@@ -198,9 +199,9 @@ class MixedPrecision:
 
     def _leave(self) -> None:
         """Leave autocast if this plugin entered it; safe to call at any time."""
-        context, self._autocast = self._autocast, None
-        if context is not None:
-            context.__exit__(None, None, None)
+        stack, self._autocast = self._autocast, None
+        if stack is not None:
+            stack.close()
 
     def _update(self) -> None:
         """Update the scaler once per unscale (the scaler refuses a second unscale)."""

@@ -212,7 +212,7 @@ def hyper_parameters(group: dict[str, Any]) -> list[str]:
 
 def _locate(key: str, group: dict[str, Any]) -> tuple[str, int | None] | None:
     for slot, index in ALIASES.get(key, ((key, None),)):
-        value = group.get(slot)
+        value: Any = group.get(slot)
         if index is None and slot in group and slot != "params":
             return slot, None
         if index is not None and _is_numbers(value) and len(value) > index:

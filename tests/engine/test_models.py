@@ -1,4 +1,4 @@
-"""The lesson's CNN, its layer factory, Lambda and flatten."""
+"""The lesson's CNN, its layer factories (with every norm), Lambda and flatten."""
 
 from __future__ import annotations
 
@@ -8,9 +8,18 @@ import pytest
 import torch
 from torch import nn
 
+from engine.layers import BatchNorm
+from engine.layers import GeneralRelu
+from engine.layers import InstanceNorm
+from engine.layers import LayerNorm
+from engine.layers import RunningBatchNorm
+from engine.models import CHANNELS_07
+from engine.models import NORMS
 from engine.models import Lambda
 from engine.models import cnn
+from engine.models import cnn_07
 from engine.models import conv_layer
+from engine.models import conv_norm_layer
 from engine.models import flatten
 
 
@@ -101,3 +110,81 @@ def test_lambda_forward_and_repr() -> None:
 def test_lambda_rejects_non_callable() -> None:
     with pytest.raises(TypeError, match="Lambda needs a callable"):
         Lambda(3)  # type: ignore[arg-type]
+
+
+NORM_TYPES: dict[str | None, type[nn.Module] | None] = {
+    None: None,
+    "batch": BatchNorm,
+    "torch_batch": nn.BatchNorm2d,
+    "layer": LayerNorm,
+    "instance": InstanceNorm,
+    "group": nn.GroupNorm,
+    "running_batch": RunningBatchNorm,
+}
+
+
+def test_norm_types_cover_the_registry() -> None:
+    assert set(NORM_TYPES) - {None} == set(NORMS)
+
+
+@pytest.mark.parametrize("norm", list(NORM_TYPES))
+def test_every_norm_builds_and_runs(norm: str | None) -> None:
+    """conv -> act -> norm in each layer; no conv bias when a norm follows; 8x8 and 28x28."""
+    model = cnn_07(norm)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == list(CHANNELS_07)
+    for block in model[: len(CHANNELS_07)]:
+        assert isinstance(block[0], nn.Conv2d)
+        assert isinstance(block[1], nn.ReLU)
+        if norm is None:
+            assert len(block) == 2
+            assert block[0].bias is not None
+        else:
+            assert len(block) == 3
+            assert type(block[2]) is NORM_TYPES[norm]
+            assert block[0].bias is None
+    for side in (8, 28):
+        out = model(torch.randn(4, 1, side, side))
+        assert out.shape == (4, 10)
+        assert torch.isfinite(out).all()
+    model.eval()
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_norm_layer_widths_follow_the_channels() -> None:
+    model = cnn(channels=(4, 6), layer=conv_norm_layer("batch"))
+    assert [m.nf for m in model.modules() if isinstance(m, BatchNorm)] == [4, 6]
+    group = cnn(channels=(4, 6), layer=conv_norm_layer("group"))
+    widths = [(m.num_groups, m.num_channels) for m in group.modules() if isinstance(m, nn.GroupNorm)]
+    assert widths == [(4, 4), (2, 6)]
+
+
+def test_conv_norm_layer_custom_act_norm_and_bias() -> None:
+    layer = conv_norm_layer(lambda nf: nn.GroupNorm(2, nf), act=lambda: GeneralRelu(0.1, 0.4, 6))
+    block = layer(3, 8, ks=5, stride=1)
+    assert isinstance(block[1], GeneralRelu) and block[1].leak == 0.1
+    assert isinstance(block[2], nn.GroupNorm) and block[2].num_groups == 2
+    assert block[0].padding == (2, 2) and block[0].bias is None
+    assert block(torch.randn(2, 3, 7, 7)).shape == (2, 8, 7, 7)
+    assert conv_norm_layer("layer", bias=True)(3, 8)[0].bias is not None
+    assert conv_norm_layer(None, bias=False)(3, 8)[0].bias is None
+    assert len(conv_norm_layer("none")(3, 8)) == 2
+
+
+def test_conv_norm_layer_without_norm_is_conv_layer() -> None:
+    torch.manual_seed(0)
+    ours = cnn(layer=conv_norm_layer(None))
+    torch.manual_seed(0)
+    reference = cnn()
+    assert repr(ours) == repr(reference)
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(ours(x), reference(x))
+
+
+def test_conv_norm_layer_validation() -> None:
+    with pytest.raises(ValueError, match="unknown norm 'batchnorm'"):
+        conv_norm_layer("batchnorm")
+    with pytest.raises(TypeError, match="norm should be a name"):
+        conv_norm_layer(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="act should build an activation module"):
+        conv_norm_layer("batch", act=nn.ReLU())  # type: ignore[arg-type]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine import Learner
 from observers.csv_logger import CSVLogger
 from observers.metrics import Metrics
+from tests.helpers import tiny_data
+from tests.helpers import tiny_model
 
 
 def _read(path):
@@ -113,3 +118,31 @@ def test_a_new_fit_replaces_the_file(make_learner, tmp_path):
 def test_bad_path():
     with pytest.raises(ValueError, match="plugin 'csv_logger'.*'path'"):
         CSVLogger("")
+
+
+def test_resumed_fit_keeps_earlier_epochs(tmp_path: Path) -> None:
+    """A fit starting at a later epoch (a checkpoint resumed) keeps the rows before it."""
+
+    class Resume:
+        order = -200
+
+        def __init__(self, start: int) -> None:
+            self.start = start
+
+        def begin_fit(self, learner: Any) -> None:
+            learner.epoch = self.start
+
+    def fit(epochs: int, *extra: object) -> None:
+        learner = Learner(
+            tiny_model(),
+            tiny_data(),
+            plugins=[*extra, CSVLogger()],
+            defaults=False,
+            out_dir=tmp_path,
+        )
+        learner.fit(epochs)
+
+    fit(3)  # epochs 0, 1, 2
+    fit(4, Resume(2))  # epochs 2, 3 again, as after resuming from epoch 1's checkpoint
+    with open(tmp_path / "metrics.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2", "3"]

@@ -21,6 +21,7 @@ from plugins.checkpoint import Checkpoint
 from plugins.checkpoint import CheckpointError
 from plugins.checkpoint import infer_mode
 from plugins.checkpoint import load_checkpoint
+from plugins.mixed_precision import MixedPrecision
 from plugins.train_eval import TrainEval
 from tests.helpers import Spy
 
@@ -100,8 +101,8 @@ def weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
 
 
 # -- exact resume ---------------------------------------------------------------
@@ -118,13 +119,43 @@ def test_resume_equals_uninterrupted_training_bit_for_bit(
     path = tmp_path / "b" / "last.pt"
     resumed = learner(tmp_path / "b", seed=7, resume=str(path))
     resumed.fit(4)
-    expected_line = f"checkpoint: resumed from {path} after epoch 1; the fit goes on from epoch 2 to 3"
-    assert capsys.readouterr().out.splitlines() == [expected_line]
+    assert capsys.readouterr().out.splitlines() == [
+        f"checkpoint: resumed from {path} after epoch 1; the fit goes on from epoch 2 to 3",
+        "checkpoint: note: it was saved during a fit of 2 epoch(s), this one has 4; schedules "
+        "over the whole fit will differ",
+    ]
     assert_same(weights(straight.model), weights(resumed.model))
     assert resumed.n_iter == straight.n_iter == 16
     history = [dict(h, time=0) for h in resumed.plugins["checkpoint"].history]  # type: ignore[attr-defined]
     expected = [dict(h, time=0) for h in straight.plugins["checkpoint"].history]  # type: ignore[attr-defined]
     assert history == expected
+
+
+class Cyclic:
+    """Sets lr and momentum every batch through param-group dicts it holds, as schedules do."""
+
+    order = -20
+
+    def begin_fit(self, learner: Any) -> None:
+        self.groups = learner.opt.param_groups  # kept: the dicts themselves
+
+    def begin_batch(self, learner: Any) -> None:
+        p = learner.n_epochs / learner.epochs
+        for group in self.groups:
+            group["lr"] = 0.05 + 0.3 * p * (1 - p)
+            group["momentum"] = 0.95 - 0.1 * p
+
+
+def test_exact_resume_with_a_schedule_over_the_whole_fit(tmp_path: Path) -> None:
+    """A schedule spans the fit: stop a 4-epoch fit after epoch 1, resume it for 4."""
+    straight = learner(tmp_path / "a", Cyclic())
+    straight.fit(4)
+    stop = Raiser("after_epoch", CancelTrainException(), lambda lrn: lrn.epoch == 1, order=95)
+    learner(tmp_path / "b", Cyclic(), stop).fit(4)
+    resumed = learner(tmp_path / "b", Cyclic(), seed=7, resume=str(tmp_path / "b" / "last.pt"))
+    resumed.fit(4)
+    assert_same(weights(straight.model), weights(resumed.model))
+    assert resumed.opt.param_groups[0]["lr"] == straight.opt.param_groups[0]["lr"]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("drop", ["torch_rng", "loader", "optimizer"])
@@ -195,6 +226,30 @@ def test_plugin_states_are_saved_and_given_back(tmp_path: Path) -> None:
     learner(tmp_path, again, resume=str(tmp_path / "last.pt")).fit(3)
     assert again.loaded == {"batches": 8, "tag": ("a", 1.5, None)}
     assert again.batches == 12
+
+
+def test_exact_resume_with_mixed_precision_and_its_gradient_scaler(tmp_path: Path) -> None:
+    """float16 with a GradScaler (on the CPU): the scale is part of the state."""
+
+    class Overflow:
+        order = 40  # before mixed_precision checks the gradients
+
+        def after_backward(self, learner: Any) -> None:
+            if learner.n_iter in (1, 9):  # one skipped step before the stop, one after
+                next(learner.model.parameters()).grad[0, 0] = float("inf")
+
+    def run(folder: str, epochs: int, **options: Any) -> Learner:
+        fitted = learner(tmp_path / folder, Overflow(), MixedPrecision(dtype="float16"), **options)
+        fitted.fit(epochs)
+        return fitted
+
+    straight = run("a", 4)
+    run("b", 2)
+    resumed = run("b", 4, seed=7, resume=str(tmp_path / "b" / "last.pt"))
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["plugins"]["mixed_precision"]
+    assert_same(weights(straight.model), weights(resumed.model))
+    scales = [f.plugins["mixed_precision"].scaler.get_scale() for f in (straight, resumed)]  # type: ignore[attr-defined]
+    assert scales == [16384.0, 16384.0]
 
 
 def test_unsafe_plugin_state_is_refused_at_begin_fit(tmp_path: Path) -> None:
@@ -343,10 +398,7 @@ def test_ctrl_c_writes_interrupted_and_resume_goes_on_with_the_next_epoch(
     assert_same(saved["model"], weights(fitted.model))
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 0
     path = tmp_path / "interrupted.pt"
-    assert (
-        f"checkpoint: interrupted in epoch 1; state written to {path}"
-        in capsys.readouterr().out
-    )
+    assert f"checkpoint: interrupted in epoch 1; state written to {path}" in capsys.readouterr().out
 
     spy = Spy()
     resumed = learner(tmp_path, spy, seed=3, resume=str(path))

@@ -141,7 +141,10 @@ def test_an_error_at_its_events_leaves_it_usable(event: str, order: int) -> None
             {"max_norm": -1.0},
             "plugin 'grad_clip': option 'max_norm' should be a positive number, got -1.0",
         ),
-        ({"max_value": 0}, "plugin 'grad_clip': option 'max_value' should be a positive number, got 0"),
+        (
+            {"max_value": 0},
+            "plugin 'grad_clip': option 'max_value' should be a positive number, got 0",
+        ),
         (
             {"max_norm": math.inf},
             "plugin 'grad_clip': option 'max_norm' should be finite, got inf; leave it out to "

@@ -32,9 +32,7 @@ class Spoil:
 
 
 def fit(*plugins: object, epochs: int = 3) -> Learner:
-    learner = Learner(
-        tiny_model(), tiny_data(), plugins=[TrainEval(), *plugins], defaults=False
-    )
+    learner = Learner(tiny_model(), tiny_data(), plugins=[TrainEval(), *plugins], defaults=False)
     learner.fit(epochs)
     return learner
 

@@ -1,0 +1,152 @@
+"""The diagnosis: each flag at its documented threshold, the depth ratio, the advice, the files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from observers import diagnosis as dg
+from observers.activation_data import ActivationData
+
+ROWS = 8  # late training: the last 2 rows
+
+
+def make(
+    stds: list[list[float]],
+    means: list[list[float]] | None = None,
+    near_zero: list[list[float]] | None = None,
+    top: float = 0.3,
+    outside: float = 0.0,
+    train: list[bool] | None = None,
+) -> ActivationData:
+    """Rows x layers of statistics; each histogram puts ``top`` of the values in bin 0."""
+    s = torch.tensor(stds, dtype=torch.float64)
+    rows, layers = s.shape
+    numel = torch.full((rows, layers), 1000.0, dtype=torch.float64)
+    hists = torch.zeros(rows, layers, 4)
+    hists[..., 0] = 1000.0 * top
+    hists[..., 1] = 1000.0 * (1 - top - outside)
+    zeros = torch.zeros(rows, layers, dtype=torch.float64)
+    return ActivationData(
+        "activations",
+        [f"l{i}" for i in range(layers)],
+        ["Sequential"] * layers,
+        4,
+        [(0.0, 10.0)] * layers,
+        [[0, 1]] * layers,
+        list(range(rows)),
+        [0] * rows,
+        train or [True] * rows,
+        numel,
+        zeros + 0.1 if means is None else torch.tensor(means, dtype=torch.float64),
+        s,
+        hists,
+        zeros + 0.2 if near_zero is None else torch.tensor(near_zero, dtype=torch.float64),
+        zeros + outside,
+    )
+
+
+def healthy(layers: int = 2) -> list[list[float]]:
+    return [[1.0] * layers for _ in range(ROWS)]
+
+
+def test_a_healthy_record_has_no_problem_and_says_so() -> None:
+    result = dg.diagnose(make(healthy()))
+    assert [layer.flags for layer in result.layers] == [[], []]
+    assert result.depth_ratio == 1.0
+    assert result.advice == [dg.ADVICE["ok"]]
+    assert result.rows == ROWS and result.problems == {}
+
+
+def test_dead_counts_only_late_training_and_asks_for_general_relu() -> None:
+    early_dead = [[0.99, 0.2]] * 6 + [[0.2, 0.2]] * 2
+    late_dead = [[0.2, 0.2]] * 6 + [[0.2, 0.4], [0.2, 0.7]]  # late mean 0.55 > DEAD
+    assert dg.diagnose(make(healthy(), near_zero=early_dead)).problems == {}
+    result = dg.diagnose(make(healthy(), near_zero=late_dead))
+    assert result.problems == {"dead": ["l1"]}
+    assert result.layers[1].near_zero == pytest.approx(0.55)
+    assert result.advice == [dg.ADVICE["relu"]]
+
+
+def test_validation_rows_are_left_out() -> None:
+    near = [[0.2]] * 6 + [[0.9], [0.9]]
+    data = make([[1.0]] * ROWS, near_zero=near, train=[True] * 6 + [False, False])
+    result = dg.diagnose(data)
+    assert result.rows == 6 and result.problems == {}
+
+
+def test_explode_and_crash_asks_for_init_and_batchnorm() -> None:
+    stds = [[1.0, 1.0], [1.0, 30.0], [1.0, 2.0]] + [[1.0, 2.0]] * 5  # peak 30 > 5 x 2
+    result = dg.diagnose(make(stds))
+    assert result.problems == {"crashed": ["l1"]}
+    assert result.layers[1].peak_std == 30.0
+    assert result.advice == [dg.ADVICE["init"], dg.ADVICE["norm"]]
+    with_bn = dg.diagnose(make(stds), layer_types={"BatchNorm2d"})
+    assert with_bn.advice == [dg.ADVICE["init"]]
+
+
+@pytest.mark.parametrize(
+    ("std", "flag"),
+    [(dg.EXPLODING * 1.01, "exploding"), (dg.VANISHING * 0.99, "vanishing"), (math.inf, "nan")],
+)
+def test_spread_flags_at_their_thresholds(std: float, flag: str) -> None:
+    result = dg.diagnose(make([[1.0, std]] * ROWS))
+    assert result.problems == {flag: ["l1"]}
+    assert dg.ADVICE["init"] in result.advice
+
+
+def test_at_the_thresholds_nothing_is_flagged() -> None:
+    near = [[dg.DEAD, dg.DEAD]] * ROWS
+    stds = [[dg.EXPLODING, dg.VANISHING]] * ROWS
+    result = dg.diagnose(make(stds, near_zero=near, top=dg.COLLAPSED, outside=0.0))
+    assert result.problems == {}
+
+
+def test_collapsed_and_out_of_range() -> None:
+    collapsed = dg.diagnose(make(healthy(1), top=0.99))
+    assert collapsed.problems == {"collapsed": ["l0"]}
+    assert collapsed.layers[0].top_bin == pytest.approx(0.99)
+    assert collapsed.advice == [dg.ADVICE["relu"]]
+    outside = dg.diagnose(make(healthy(1), top=0.1, outside=0.6))
+    assert outside.problems == {"out of range": ["l0"]}
+    assert outside.advice == [dg.ADVICE["range"]]
+
+
+def test_depth_ratio_is_last_over_first_late_std() -> None:
+    grows = dg.diagnose(make([[0.5, 1.0, 6.0]] * ROWS))
+    assert grows.depth_ratio == pytest.approx(12.0)
+    assert grows.advice == [dg.ADVICE["init"], dg.ADVICE["norm"]]
+    assert dg.diagnose(make([[1.0, 9.0]] * ROWS)).advice == [dg.ADVICE["ok"]]
+
+
+def test_small_batch_with_batchnorm_asks_for_running_batchnorm() -> None:
+    data = make(healthy())
+    assert dg.diagnose(data, batch_size=2, layer_types={"BatchNorm2d"}).advice == [
+        dg.ADVICE["small"]
+    ]
+    assert dg.diagnose(data, batch_size=2, layer_types={"RunningBatchNorm"}).advice == [
+        dg.ADVICE["ok"]
+    ]
+    assert dg.diagnose(data, batch_size=64, layer_types={"BatchNorm2d"}).advice == [
+        dg.ADVICE["ok"]
+    ]
+
+
+def test_table_and_markdown(tmp_path: Path) -> None:
+    result = dg.diagnose(make(healthy(1)), batch_size=16)
+    lines = result.table().splitlines()
+    assert lines[0] == "Diagnosis of the activations (last 25% of 8 rows)"
+    assert lines[1].split() == [
+        "layer", "mean", "std", "peak", "std", "near", "0", "top", "bin", "outside", "problems"
+    ]
+    assert lines[2].split() == ["l0", "0.1", "1", "1", "20.0%", "70.0%", "0.0%", "ok"]
+    assert lines[3] == "std last/first layer: nan; batch size 16"
+    assert str(result) == result.table()
+    path = result.save(tmp_path / "sub" / "diagnosis.md")
+    text = path.read_text()
+    assert text.startswith("# Diagnosis of the activations\n")
+    assert "| l0 | 0.1 | 1 | 1 | 20.0% | 70.0% | 0.0% | ok |" in text
+    assert [p.name for p in path.parent.iterdir()] == ["diagnosis.md"]

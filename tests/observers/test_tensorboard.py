@@ -1,0 +1,125 @@
+"""The tensorboard observer: read its event files back and compare with what the fit did."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from engine.exceptions import PluginError
+from engine.learner import Learner
+from observers.activation_stats import ActivationStats
+from observers.metrics import Metrics
+from observers.tensorboard import TensorBoard
+from tests.observers.test_activation_stats import image_data
+from tests.observers.test_activation_stats import small_cnn
+
+
+class Losses:
+    """The reference: each training batch's loss."""
+
+    name = "losses"
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def after_loss(self, learner: Learner) -> None:
+        if learner.in_train:
+            self.values.append(learner.loss.item())
+
+
+def read(folder: Path) -> EventAccumulator:
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "histograms": 0})
+    events.Reload()
+    return events
+
+
+def fit(tmp_path: Path, *plugins: object, epochs: int = 2, **kwargs: Any) -> Learner:
+    learner = Learner(
+        small_cnn(), image_data(valid=True), lr=0.3, plugins=list(plugins), defaults=False,
+        out_dir=tmp_path, **kwargs,
+    )
+    learner.fit(epochs)
+    return learner
+
+
+def test_batch_losses_lrs_and_epoch_metrics(tmp_path: Path) -> None:
+    metrics, losses, board = Metrics(), Losses(), TensorBoard()
+    fit(tmp_path, metrics, losses, board)
+    assert board.path == tmp_path / "tensorboard"
+    events = read(board.path)
+    batch = events.Scalars("batch/train_loss")
+    assert [e.step for e in batch] == list(range(6))
+    assert [e.value for e in batch] == list(np.float32(losses.values))
+    assert [(e.step, e.value) for e in events.Scalars("batch/lr_group0")] == [
+        (i, np.float32(0.3)) for i in range(6)
+    ]
+    for key in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "time"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"epoch/{key}")]
+        assert logged == [(i, np.float32(row[key])) for i, row in enumerate(metrics.history)]
+
+
+def test_activation_histograms_per_epoch_match_the_recorded_data(tmp_path: Path) -> None:
+    stats, board = ActivationStats(grads=True, sample=0, save=False, report=False), TensorBoard()
+    fit(tmp_path, stats, board)
+    events = read(tmp_path / "tensorboard")
+    assert set(events.Tags()["histograms"]) == {
+        f"{kind}/{name}" for kind in ("activations", "gradients") for name in "01234"
+    }
+    data = stats.data
+    assert data is not None
+    for epoch, event in enumerate(events.Histograms("activations/1")):
+        rows = [i for i, e in enumerate(data.epochs) if e == epoch]
+        value = event.histogram_value
+        assert event.step == epoch
+        np.testing.assert_allclose(value.bucket, data.hists[rows, 1].double().sum(0).numpy())
+        np.testing.assert_allclose(value.bucket_limit, data.edges(1)[1:].numpy())
+        numel = data.numel[rows, 1]
+        assert value.num == float(numel.sum())
+        assert value.sum == pytest.approx(float((data.means[rows, 1] * numel).sum()))
+
+
+def test_losses_of_a_fit_stopped_mid_epoch_are_written_and_the_writer_closed(
+    tmp_path: Path,
+) -> None:
+    class Fail:
+        order = 50  # after the observer has seen the batch
+
+        def after_batch(self, learner: Learner) -> None:
+            if learner.iter == 1:
+                raise RuntimeError("boom")
+
+    board = TensorBoard(log_dir=str(tmp_path / "logs"))
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(tmp_path, board, Fail())
+    assert board._writer is None
+    assert [e.step for e in read(tmp_path / "logs").Scalars("batch/train_loss")] == [0, 1]
+
+
+def test_without_out_dir_torch_picks_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    board = TensorBoard(histograms=False)
+    Learner(small_cnn(), image_data(), plugins=[board], defaults=False).fit(1)
+    assert board.path is not None and board.path.parent == Path("runs")
+    assert read(tmp_path / board.path).Scalars("batch/train_loss")
+
+
+def test_missing_tensorboard_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with pytest.raises(PluginError, match=r"pip install 'lookinside\[tensorboard\]'"):
+        TensorBoard()
+
+
+def test_registered_under_its_name_with_options(tmp_path: Path) -> None:
+    learner = Learner(
+        small_cnn(), image_data(), plugins=[f"tensorboard:log_dir={tmp_path / 'x'}"],
+        defaults=False,
+    )
+    board = learner.plugins["tensorboard"]
+    assert isinstance(board, TensorBoard) and board.log_dir == str(tmp_path / "x")
+    with pytest.raises(ValueError, match="flush_secs should be a positive integer"):
+        TensorBoard(flush_secs=0)

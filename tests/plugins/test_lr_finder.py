@@ -1,0 +1,318 @@
+"""The LR finder: its lr sequence and smoothing, early stop, suggestions, and exact restore."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from engine import Learner
+from engine import PluginError
+from engine.cli import main
+from plugins.lr_finder import LEARNER_ATTRIBUTES
+from plugins.lr_finder import LRFinder
+from plugins.lr_finder import LRFindResult
+from plugins.lr_finder import lr_find
+from plugins.lr_finder import suggest
+from tests.helpers import tiny_data
+from tests.helpers import tiny_model
+
+FINDER_EVENTS = ["begin_fit", "begin_batch", "after_loss", "begin_validate", "after_fit"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def closed_form(min_lr: float, max_lr: float, num_it: int) -> list[float]:
+    return [min_lr * (max_lr / min_lr) ** (i / (num_it - 1)) for i in range(num_it)]
+
+
+def bn_dropout_model(seed: int = 0) -> nn.Module:
+    """Buffers (batch norm) and randomness (dropout): what a restore must get right."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 2)
+    )
+
+
+def make_learner(seed: int = 0, **kwargs: Any) -> Learner:
+    sgd = functools.partial(torch.optim.SGD, momentum=0.9, weight_decay=1e-4)
+    return Learner(
+        bn_dropout_model(seed), tiny_data(), opt_func=sgd, plugins=["no:progress"], **kwargs
+    )
+
+
+class LrSpy:
+    """Reads the optimizer's lr in after_loss of each training batch (after the finder set it)."""
+
+    order = 0
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def after_loss(self, learner: Any) -> None:
+        if learner.in_train:
+            self.lrs.append(learner.opt.param_groups[0]["lr"])
+
+
+class Raiser:
+    """Raises ``exc`` at ``event`` once the sweep has run 3 batches (at once for fit events)."""
+
+    name = "raiser"
+    order = -30  # before the finder: it must see begin_validate before the finder cancels it
+
+    def __init__(self, event: str, exc: type[BaseException] = RuntimeError) -> None:
+        self.event = event
+        self.exc = exc
+        setattr(self, event, self._fire)
+
+    def _fire(self, learner: Any) -> None:
+        if self.event in ("begin_fit", "after_fit") or learner.n_iter >= 3:
+            raise self.exc("boom")
+
+
+def everything(learner: Learner) -> dict[str, Any]:
+    """What the finder must restore, copied."""
+    model = learner.model
+    return {
+        "state": copy.deepcopy(model.state_dict()),
+        "grads": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "modes": [m.training for m in model.modules()],
+        "opt": learner.opt,
+        "opt_state": None if learner.opt is None else copy.deepcopy(learner.opt.state_dict()),
+        "torch_rng": torch.get_rng_state(),
+        "python_rng": random.getstate(),
+        "numpy_rng": np.random.get_state()[1].copy(),
+        "loader": learner.data.train_dl.generator.get_state(),  # type: ignore[attr-defined]
+        "attributes": {name: getattr(learner, name) for name in LEARNER_ATTRIBUTES},
+        "log": dict(learner.log),
+    }
+
+
+def assert_same(before: dict[str, Any], after: dict[str, Any]) -> None:
+    assert before["state"].keys() == after["state"].keys()
+    for key, value in before["state"].items():
+        assert torch.equal(value, after["state"][key]), key
+    for old, new in zip(before["grads"], after["grads"]):
+        assert (old is None and new is None) or torch.equal(old, new)
+    assert before["modes"] == after["modes"]
+    assert before["opt"] is after["opt"]
+    if before["opt_state"] is not None:
+        assert before["opt_state"]["param_groups"] == after["opt_state"]["param_groups"]
+        old_state, new_state = before["opt_state"]["state"], after["opt_state"]["state"]
+        assert old_state.keys() == new_state.keys()
+        for key in old_state:
+            for name, value in old_state[key].items():
+                assert torch.equal(value, new_state[key][name])
+    assert torch.equal(before["torch_rng"], after["torch_rng"])
+    assert before["python_rng"] == after["python_rng"]
+    assert np.array_equal(before["numpy_rng"], after["numpy_rng"])
+    assert torch.equal(before["loader"], after["loader"])
+    for name, old in before["attributes"].items():
+        new = after["attributes"][name]
+        assert new is old or (not isinstance(old, (torch.Tensor, dict)) and new == old), name
+    assert before["log"] == after["log"]
+
+
+def test_lr_sequence_is_the_closed_form() -> None:
+    """lr_i = min_lr * (max_lr/min_lr) ** (i/(num_it-1)): min_lr first, max_lr last."""
+    learner = make_learner()
+    spy = LrSpy()
+    with learner.added(spy):
+        result = lr_find(learner, min_lr=1e-3, max_lr=1.0, num_it=7, stop_div=False)
+    assert spy.lrs == result.lrs == closed_form(1e-3, 1.0, 7)
+    assert result.lrs[0] == 1e-3 and result.lrs[-1] == pytest.approx(1.0, rel=1e-15)
+    assert result.stop_reason == "completed num_it=7"
+
+
+def test_smoothed_loss_is_the_debiased_average() -> None:
+    result = lr_find(make_learner(), num_it=6, beta=0.9, stop_div=False)
+    avg = 0.0
+    for i, (loss, smoothed) in enumerate(zip(result.losses, result.smoothed)):
+        avg = 0.9 * avg + (1 - 0.9) * loss
+        assert smoothed == avg / (1 - 0.9 ** (i + 1))
+    assert result.smoothed[0] == result.losses[0]
+
+
+def test_cycles_the_training_data_and_skips_validation() -> None:
+    """2 batches per epoch, 5 iterations: 3 epochs, no validation batch."""
+    learner = make_learner()
+    passes = []
+
+    class Passes:
+        def begin_batch(self, learner: Any) -> None:
+            passes.append((learner.epoch, learner.in_train))
+
+    with learner.added(Passes()):
+        result = lr_find(learner, num_it=5, stop_div=False)
+    assert len(result.lrs) == 5
+    assert passes == [(0, True), (0, True), (1, True), (1, True), (2, True)]
+
+
+def test_stops_when_smoothed_loss_exceeds_stop_factor_times_best() -> None:
+    script = iter([3.0, 2.0, 1.0, 1.5, 9.0, 10.5, 11.0, 12.0])
+
+    def scripted_loss(pred: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return pred.sum() * 0 + next(script)
+
+    learner = Learner(tiny_model(), tiny_data(), loss_func=scripted_loss, plugins=["no:progress"])
+    result = lr_find(learner, num_it=8, beta=0.0, stop_factor=10.0)
+    assert result.losses == [3.0, 2.0, 1.0, 1.5, 9.0, 10.5]  # 10.5 > 10 x 1.0: stop
+    assert result.smoothed == result.losses  # beta=0: no smoothing
+    assert "smoothed loss 10.5 > 10 x best 1" in result.stop_reason
+
+
+def test_stops_at_a_non_finite_loss() -> None:
+    script = iter([1.0, float("nan"), 1.0])
+
+    def scripted_loss(pred: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        return pred.sum() * 0 + next(script)
+
+    learner = Learner(tiny_model(), tiny_data(), loss_func=scripted_loss, plugins=["no:progress"])
+    result = lr_find(learner, num_it=3)
+    assert len(result.lrs) == 2 and "the loss is nan" in result.stop_reason
+
+
+def test_restores_everything_bit_for_bit() -> None:
+    learner = make_learner()
+    learner.fit(1)  # an optimizer with momentum buffers, a used loader generator
+    learner.model.eval()
+    before = everything(learner)
+    result = lr_find(learner, num_it=10, stop_div=False)
+    assert len(result.lrs) == 10
+    assert_same(before, everything(learner))
+
+
+def test_restores_a_learner_that_never_fitted() -> None:
+    learner = make_learner()
+    before = everything(learner)
+    lr_find(learner, num_it=4)
+    assert_same(before, everything(learner))
+    assert learner.opt is None and "lr_find" not in learner.plugins
+
+
+def test_fit_after_the_finder_equals_fit_without_it() -> None:
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    with_finder = make_learner(seed=3)
+    with_finder.fit(1)
+    lr_find(with_finder, num_it=9)
+    with_finder.fit(2)
+
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    plain = make_learner(seed=3)
+    plain.fit(1)
+    plain.fit(2)
+
+    for key, value in plain.model.state_dict().items():
+        assert torch.equal(value, with_finder.model.state_dict()[key]), key
+
+    def untimed(learner: Learner) -> list[dict[str, Any]]:
+        history = learner.plugins["metrics"].history  # type: ignore[attr-defined]
+        return [{k: v for k, v in row.items() if k != "time"} for row in history]
+
+    assert untimed(with_finder) == untimed(plain)
+    assert len(untimed(plain)) == 2 and untimed(plain)[1]["valid_loss"] is not None
+
+
+@pytest.mark.parametrize("event", FINDER_EVENTS)
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_restores_when_an_event_it_uses_raises(event: str, exc: type[BaseException]) -> None:
+    learner = make_learner()
+    learner.fit(1)
+    before = everything(learner)
+    with learner.added(Raiser(event, exc)), pytest.raises(exc, match="boom"):
+        lr_find(learner, num_it=6)
+    assert "lr_find" not in learner.plugins
+    assert_same(before, everything(learner))
+
+
+def test_suggestions_on_a_known_curve() -> None:
+    lrs = [10.0 ** (-5 + 0.5 * i) for i in range(11)]
+    losses = [5.0, 5.0, 4.9, 4.5, 3.0, 1.0, 0.8, 0.7, 0.75, 2.0, float("nan")]
+    # central differences over log10(lr), step 0.5: the most negative is at i=4, (1.0-4.5)/1.0
+    found = suggest(lrs, losses)
+    assert found == {"steepest": lrs[4], "min/10": lrs[7] / 10}
+    # from i=5 on: one-sided at the start, (0.8-1.0)/0.5 = -0.4, the most negative
+    assert suggest(lrs, losses, skip_start=5) == {"steepest": lrs[5], "min/10": lrs[7] / 10}
+    assert suggest(lrs[:1], losses[:1]) == {}
+
+
+def test_result_plot_marks_the_suggestions() -> None:
+    result = lr_find(make_learner(), num_it=12, stop_div=False)
+    ax = result.plot()
+    assert ax.get_xscale() == "log"
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[:2] == ["loss", "smoothed loss"]
+    assert [label.split(":")[0] for label in labels[2:]] == ["steepest", "min/10"]
+    assert str(result).splitlines()[1].startswith("suggested lr (steepest): ")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_lr": 1.0, "max_lr": 1.0}, "min_lr should be below max_lr, got min_lr=1.0 and max_"),
+        ({"min_lr": 0.0}, "min_lr should be a positive number, got 0.0"),
+        ({"max_lr": -1.0}, "max_lr should be a positive number, got -1.0"),
+        ({"num_it": 1}, "num_it should be an integer >= 2 .* got 1"),
+        ({"stop_factor": 1.0}, "stop_factor should be a number > 1, got 1.0"),
+        ({"beta": 1.0}, r"beta should be in \[0, 1\), got 1.0"),
+    ],
+)  # fmt: skip
+def test_bad_input_names_the_plugin_and_the_value(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match="plugin 'lr_find': " + message):
+        LRFinder(**kwargs)
+    learner = make_learner()
+    with pytest.raises(ValueError, match=message):
+        lr_find(learner, **kwargs)
+    assert "lr_find" not in learner.plugins
+
+
+def test_plugin_from_a_string_is_the_lessons_callback() -> None:
+    """-p lr_find in a fit: sweeps, stops the fit, restores nothing; the recorder has the sweep."""
+    learner = Learner(
+        tiny_model(), tiny_data(), plugins=["no:progress", "lr_find:num_it=3,max_lr=1"]
+    )
+    learner.fit(5)
+    recorder: Any = learner.plugins["recorder"]
+    finder: Any = learner.plugins["lr_find"]
+    assert recorder.lrs == [closed_form(1e-7, 1.0, 3)]
+    assert finder.result.stop_reason == "completed num_it=3"
+    with pytest.raises(PluginError, match="num_it should be an integer >= 2"):
+        Learner(tiny_model(), tiny_data(), plugins=["lr_find:num_it=1"])
+
+
+def test_cli_prints_suggestions_and_writes_the_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["lr-find", "--num-it", "12", "--bs", "128", "--out", str(tmp_path), "-p", "no:progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "lr_find: 12 iterations" in out and "suggested lr (min/10): " in out
+    assert (tmp_path / "lr_find.png").stat().st_size > 1000
+    assert main(["lr-find", "--min-lr", "1", "--max-lr", "0.1", "--out", str(tmp_path)]) == 2
+    assert (
+        "lookinside: error: plugin 'lr_find': min_lr should be below max_lr"
+        in capsys.readouterr().err
+    )
+
+
+def test_result_defaults_are_empty() -> None:
+    result = LRFindResult()
+    assert result.suggestions == {} and "no suggestion" in str(result)
