@@ -52,6 +52,11 @@ def _check_input(x: torch.Tensor, nf: int, layer: str, min_dim: int = 2) -> None
         )
 
 
+def _as_dtype_of(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``x`` in ``reference``'s dtype: half-precision inputs (autocast) get float32 statistics."""
+    return x if x.dtype == reference.dtype else x.to(reference.dtype)
+
+
 def _channel_shape(x: torch.Tensor) -> tuple[int, ...]:
     """The shape ``(1, C, 1, ...)`` that broadcasts per-channel values over ``x``."""
     return (1, x.shape[1]) + (1,) * (x.dim() - 2)
@@ -140,6 +145,8 @@ class BatchNorm(nn.Module):
         :param x: a batch ``(N, nf, *)``.
         """
         _check_input(x, self.nf, "BatchNorm")
+        dtype = x.dtype
+        x = _as_dtype_of(x, self.running_mean)
         shape = _channel_shape(x)
         if self.training:
             dims = [0, *range(2, x.dim())]
@@ -159,7 +166,7 @@ class BatchNorm(nn.Module):
             mean = self.running_mean.view(shape)
             var = self.running_var.view(shape)
         x = (x - mean) / (var + self.eps).sqrt()
-        return x * self.mult.view(shape) + self.add.view(shape)
+        return (x * self.mult.view(shape) + self.add.view(shape)).to(dtype)
 
     def extra_repr(self) -> str:
         """Show the settings: ``BatchNorm(16, mom=0.1, eps=1e-05)``."""
@@ -192,11 +199,13 @@ class LayerNorm(nn.Module):
         """
         if x.dim() < 2:
             raise ValueError(f"LayerNorm expects a batch (N, ...), got shape {tuple(x.shape)}")
+        dtype = x.dtype
+        x = _as_dtype_of(x, self.mult)
         dims = list(range(1, x.dim()))
         mean = x.mean(dims, keepdim=True)
         var = x.var(dims, keepdim=True, unbiased=False)
         x = (x - mean) / (var + self.eps).sqrt()
-        return x * self.mult + self.add
+        return (x * self.mult + self.add).to(dtype)
 
     def extra_repr(self) -> str:
         """Show the settings: ``LayerNorm(eps=1e-05)``."""
@@ -233,12 +242,14 @@ class InstanceNorm(nn.Module):
         :param x: a batch ``(N, nf, H, ...)`` of at least three dimensions.
         """
         _check_input(x, self.nf, "InstanceNorm", min_dim=3)
+        dtype = x.dtype
+        x = _as_dtype_of(x, self.mult)
         dims = list(range(2, x.dim()))
         mean = x.mean(dims, keepdim=True)
         var = x.var(dims, keepdim=True, unbiased=False)
         x = (x - mean) / (var + self.eps).sqrt()
         shape = _channel_shape(x)
-        return x * self.mult.view(shape) + self.add.view(shape)
+        return (x * self.mult.view(shape) + self.add.view(shape)).to(dtype)
 
     def extra_repr(self) -> str:
         """Show the settings: ``InstanceNorm(16, eps=1e-05)``."""
@@ -346,6 +357,8 @@ class RunningBatchNorm(nn.Module):
         :param x: a batch ``(N, nf, *)``.
         """
         _check_input(x, self.nf, "RunningBatchNorm")
+        dtype = x.dtype
+        x = _as_dtype_of(x, self.sums)
         shape = _channel_shape(x)
         if self.training:
             sums, sqrs, count, dbias = self._update(x)
@@ -362,7 +375,7 @@ class RunningBatchNorm(nn.Module):
         var = torch.where(started, sqrs / dbias / safe_count - mean * mean, torch.ones_like(sqrs))
         var = torch.where(self.samples < self.min_samples, var.clamp_min(self.min_var), var)
         x = (x - mean.view(shape)) / (var + self.eps).sqrt().view(shape)
-        return x * self.mult.view(shape) + self.add.view(shape)
+        return (x * self.mult.view(shape) + self.add.view(shape)).to(dtype)
 
     def _update(
         self, x: torch.Tensor
@@ -374,7 +387,7 @@ class RunningBatchNorm(nn.Module):
         # The batch's share keeps its gradient (as in the lesson); the history does not.
         sums = torch.lerp(self.sums, x.sum(dims), mom1)
         sqrs = torch.lerp(self.sqrs, (x * x).sum(dims), mom1)
-        count = torch.lerp(self.count, self.count.new_tensor(x.numel() / self.nf), mom1)
+        count = self.count * (1 - mom1) + x.numel() / self.nf * mom1  # no host-to-device copy
         dbias = self.dbias * (1 - mom1) + mom1
         with torch.no_grad():
             self.sums.copy_(sums)

@@ -175,9 +175,11 @@ def conv_norm_layer(
 
     The factory returned is called as ``layer(ni, nf, ks=3, stride=2)`` like
     :func:`conv_layer` and builds ``nn.Sequential(conv, act(), norm(nf))``, in the
-    order of notebook 07: the norm comes after the activation. The convolution
-    has no bias when a norm follows (by default), since the norm adds its own
-    learned shift; without a norm the layer is :func:`conv_layer`'s.
+    order of notebook 07: the norm comes after the activation. As in the lesson,
+    the convolution has no bias when a norm follows (by default): the norm adds
+    its own learned shift. With the norm after the activation that bias is not
+    strictly redundant (it acts before the ReLU): pass ``bias=True`` to keep it.
+    Without a norm the layer is :func:`conv_layer`'s.
 
     ``cnn(layer=conv_norm_layer("running_batch", partial(GeneralRelu, 0.1, 0.4, 6)))``
     builds the lesson's network with any normalization and activation.

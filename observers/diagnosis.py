@@ -3,8 +3,9 @@
 :func:`diagnose` looks at each hooked layer over the training rows and flags
 what the lesson teaches to look for:
 
-- ``dead``: most activations sit near zero late in training (the lesson found
-  over 90% of them there in its later layers: dead ReLUs);
+- ``dead``: far more activations sit near zero late in training than a healthy
+  ReLU layer's (the lesson found over 90% of them there in its later layers:
+  dead ReLUs);
 - ``collapsed``: the histogram puts nearly everything into one bin;
 - ``exploding`` / ``vanishing``: the late standard deviation is huge or tiny;
 - ``crashed``: the standard deviation fell far below a peak it had reached (the
@@ -43,8 +44,12 @@ if TYPE_CHECKING:
 LATE_FRACTION = 0.25
 """The share of the training rows, at the end, that "late in training" averages over."""
 
-DEAD = 0.5
-"""A layer is ``dead`` when more than this fraction of its activations is near zero, late."""
+DEAD = 0.75
+"""A layer is ``dead`` when more than this fraction of its activations is near zero, late.
+
+A ReLU fed a standard normal puts 69% of its outputs in ``[0, 0.5)`` (half of them
+exactly 0), so a healthy ReLU layer sits around 0.7 by the lesson's measure; the
+lesson's later layers reached 0.9 and more."""
 
 COLLAPSED = 0.95
 """A layer is ``collapsed`` when its fullest bin holds more than this fraction of the values."""

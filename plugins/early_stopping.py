@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
@@ -68,6 +69,10 @@ class EarlyStopping:
     buffers) at the best epoch, on the model's device: one more model's worth of
     memory there. It is loaded back when the fit ends, however it ends (stopped
     here, by another plugin, by an error or Ctrl-C), and then released.
+
+    The ``checkpoint`` plugin saves and restores this plugin's state
+    (:meth:`state_dict`, :meth:`load_state_dict`), so a resumed fit stops where
+    the uninterrupted one would have.
 
     :param monitor: the key of learner.log to watch, e.g. valid_loss, valid_accuracy.
     :param mode: min (lower is better), max, or auto: from the name (loss, error: min;
@@ -139,42 +144,111 @@ class EarlyStopping:
         self.stopped_reason: str | None = None
         """Why this plugin stopped the fit (the line it printed), else ``None``."""
         self._best_state: dict[str, Any] | None = None
+        self._last_epoch: int | None = None
+        self._learner: weakref.ref[Learner] | None = None
+        self._loaded = False
 
     def begin_fit(self, learner: Learner) -> None:
+        self._learner = weakref.ref(learner)
+        if self._loaded:  # resumed: the checkpoint plugin (order 80) just loaded our state
+            self._loaded = False
+            if self.stopped_reason is not None:
+                self._announce(" (restored from the checkpoint)")
+                raise CancelTrainException
+            return
         self.best = None
         self.best_epoch = None
         self.wait = 0
         self.stopped_epoch = None
         self.stopped_reason = None
         self._best_state = None
+        self._last_epoch = None
 
     def after_epoch(self, learner: Learner) -> None:
+        self._evaluate(learner)
+        if self.stopped_epoch == learner.epoch:
+            self._announce()
+            raise CancelTrainException
+
+    def after_fit(self, learner: Learner) -> None:
+        state, self._best_state = self._best_state, None
+        if state is not None:
+            learner.model.load_state_dict(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint saves: the best value, its epoch and weights, the count.
+
+        The checkpoint plugin (order 80) asks during ``after_epoch``, before this
+        plugin (order 100) has run: the epoch being saved is evaluated first, so
+        a fit resumed from that checkpoint decides exactly as the uninterrupted
+        one (and stops at once if this epoch stops it).
+        """
+        learner = self._learner() if self._learner is not None else None
+        log = learner.log if learner is not None else {}
+        if learner is not None and log.get("epoch") == learner.epoch and self.monitor in log:
+            self._evaluate(learner)
+        return {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "last_epoch": self._last_epoch,
+            "stopped_epoch": self.stopped_epoch,
+            "stopped_reason": self.stopped_reason,
+            "best_state": self._best_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state_dict` gave; the next ``begin_fit`` keeps it.
+
+        :param state: a dict from :meth:`state_dict` (a checkpoint's copy).
+        """
+        if (state.get("monitor"), state.get("mode")) != (self.monitor, self.mode):
+            print(
+                f"early_stopping: the checkpoint monitored {state.get('monitor')!r} "
+                f"({state.get('mode')}), this fit {self.monitor!r} ({self.mode}): starting afresh"
+            )
+            return
+        self.best = state["best"]
+        self.best_epoch = state["best_epoch"]
+        self.wait = state["wait"]
+        self._last_epoch = state["last_epoch"]
+        self.stopped_epoch = state["stopped_epoch"]
+        self.stopped_reason = state["stopped_reason"]
+        self._best_state = state["best_state"]
+        self._loaded = True
+
+    def _evaluate(self, learner: Learner) -> None:
+        """Count this epoch (once); on a stop, set the stopped_* attributes."""
+        epoch = learner.epoch
+        if self._last_epoch == epoch:
+            return
         log = learner.log
         if self.monitor not in log:
             raise ValueError(
                 f"plugin 'early_stopping': learner.log has no {self.monitor!r} at epoch "
-                f"{learner.epoch}; available: {', '.join(log) or 'none'} (set monitor=...)"
+                f"{epoch}; available: {', '.join(log) or 'none'} (set monitor=...)"
             )
         value = log[self.monitor]
-        if value is None:
-            return
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             value = value.item()
-        if not _real(value):
+        if value is not None and not _real(value):
             raise TypeError(
                 f"plugin 'early_stopping': learner.log[{self.monitor!r}] should be a number, "
                 f"got {type(value).__name__} {value!r}"
             )
+        self._last_epoch = epoch
+        if value is None:
+            return
         value = float(value)
-        epoch = learner.epoch
-        if not math.isfinite(value):
-            if self.check_finite:
-                self._stop(epoch, f"{self.monitor} is {value}")
-            self.wait += 1
-        elif self._diverged(value):
+        finite = math.isfinite(value)
+        if not finite and self.check_finite:
+            self._stop(epoch, f"{self.monitor} is {value}")
+        elif finite and self._diverged(value):
             sign = ">" if self.mode == "min" else "<"
             self._stop(epoch, f"{self.monitor} = {value:.6g} {sign} {self.divergence_threshold:g}")
-        elif self._improves(value):
+        elif finite and self._improves(value):
             self.best = value
             self.best_epoch = epoch
             self.wait = 0
@@ -183,17 +257,12 @@ class EarlyStopping:
                     key: tensor.detach().clone()
                     for key, tensor in learner.model.state_dict().items()
                 }
-            return
         else:
             self.wait += 1
-        if self.wait >= self.patience:
-            delta = f" by more than {self.min_delta:g}" if self.min_delta else ""
-            self._stop(epoch, f"{self.monitor} did not improve{delta} for {self.wait} epoch(s)")
-
-    def after_fit(self, learner: Learner) -> None:
-        state, self._best_state = self._best_state, None
-        if state is not None:
-            learner.model.load_state_dict(state)
+            if self.wait >= self.patience:
+                delta = f" by more than {self.min_delta:g}" if self.min_delta else ""
+                why = f"{self.monitor} did not improve{delta} for {self.wait} epoch(s)"
+                self._stop(epoch, why)
 
     def _improves(self, value: float) -> bool:
         if self.best is None:
@@ -216,9 +285,10 @@ class EarlyStopping:
                 best += " (restored when the fit ends)"
         self.stopped_epoch = epoch
         self.stopped_reason = f"early_stopping: stopped after epoch {epoch}: {why}; {best}"
-        if self.verbose:
-            print(self.stopped_reason, flush=True)
-        raise CancelTrainException
+
+    def _announce(self, suffix: str = "") -> None:
+        if self.verbose and self.stopped_reason is not None:
+            print(self.stopped_reason + suffix, flush=True)
 
     def __repr__(self) -> str:
         return (

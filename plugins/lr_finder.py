@@ -17,9 +17,11 @@ with an error or with Ctrl-C: the model's weights, buffers, gradients and
 train/eval modes, the optimizer's state and hyper-parameters (or its absence),
 the torch, Python, NumPy and CUDA random states, the shuffling generator of the
 loaders, and the learner's counters and attributes. A fit after the finder gives
-exactly what it would have given without it. The other plugins are not rolled
-back: they see the sweep as a fit (the recorder holds it afterwards), with the
-learner's ``out_dir`` set to ``None`` so that nothing is written to disk.
+exactly what it would have given without it. The plugins of
+:data:`PAUSED_PLUGINS` (checkpoint, early stopping) are detached during the
+sweep and attached again after it. The others are not rolled back: they see the
+sweep as a fit (the recorder holds it afterwards), with the learner's
+``out_dir`` set to ``None`` so that nothing is written to disk.
 
 The :class:`LRFinder` plugin alone (``-p lr_find`` in a fit) is the lesson's
 ``LR_Find`` callback: it sweeps and cancels the fit, but restores nothing.
@@ -62,6 +64,9 @@ LEARNER_ATTRIBUTES: tuple[str, ...] = (
     "dl", "xb", "yb", "pred", "loss", "log", "error", "out_dir",
 )  # fmt: skip
 """The learner's attributes :func:`lr_find` saves and puts back."""
+
+PAUSED_PLUGINS: tuple[str, ...] = ("checkpoint", "early_stopping")
+"""Plugins detached during the sweep: it must not be saved, resumed into, or stopped early."""
 
 
 def suggest(
@@ -328,12 +333,18 @@ def lr_find(
     finder = LRFinder(min_lr, max_lr, num_it, stop_div, stop_factor, beta)
     n_batches = _length(learner.data.train_dl)
     epochs = math.ceil(num_it / n_batches) if n_batches else num_it
+    paused = [(name, learner.plugins[name]) for name in PAUSED_PLUGINS if name in learner.plugins]
     snapshot = _Snapshot(learner)
     try:
+        for name, _ in paused:
+            learner.remove_plugin(name)
         learner.out_dir = None  # observers write nothing about the sweep
         with learner.added(finder):
             learner.fit(epochs)
     finally:
+        for name, plugin in paused:
+            if name not in learner.plugins:
+                learner.add_plugin(plugin, name)
         snapshot.restore(learner)
     return finder.result
 

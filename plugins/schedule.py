@@ -135,6 +135,7 @@ class Schedule:
                     self.companions[key] = tuple(e[key] for e in extra)
         self._targets: list[_Target] = []
         self._opt: torch.optim.Optimizer | None = None
+        self._groups: list[dict[str, Any]] | None = None
 
     def begin_fit(self, learner: Learner) -> None:
         self._plan(learner.opt)
@@ -142,8 +143,9 @@ class Schedule:
     def begin_batch(self, learner: Learner) -> None:
         if not learner.in_train:
             return
-        if learner.opt is not self._opt:
-            self._plan(learner.opt)
+        opt = learner.opt
+        if opt is not self._opt or opt.param_groups is not self._groups:  # type: ignore[union-attr]
+            self._plan(opt)  # a new optimizer, or its state loaded (new param-group dicts)
         epochs = learner.epochs
         p = min(max(learner.n_epochs / epochs, 0.0), 1.0) if epochs else 0.0
         for group, key, index, sched in self._targets:
@@ -187,6 +189,7 @@ class Schedule:
                     targets.append((group, slot, index, sched))
         self._targets = targets
         self._opt = opt
+        self._groups = groups
 
     def __repr__(self) -> str:
         items = ", ".join(

@@ -347,3 +347,44 @@ def test_running_batchnorm_trains_at_batch_size_2_where_batchnorm_fails() -> Non
     batch = _digits_accuracy_at_bs2("batch")
     assert running > 0.6
     assert batch < 0.4
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: BatchNorm(3), lambda: RunningBatchNorm(3), LayerNorm, lambda: InstanceNorm(3)]
+)
+def test_low_precision_inputs_keep_their_dtype(make: type[nn.Module]) -> None:
+    """bfloat16 in (as under autocast), bfloat16 out, statistics computed in float32."""
+    x = _batches(4)[0].float()
+    reference = make()
+    expected = reference(x)
+    layer = make()
+    out = layer(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.02)
+    assert all(b.dtype != torch.bfloat16 for b in layer.buffers())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batch_norms_do_not_sync_with_the_host_on_cuda() -> None:
+    """Training and eval steps of BatchNorm and RunningBatchNorm run without a host sync."""
+    layers = [BatchNorm(3).cuda(), RunningBatchNorm(3).cuda()]
+    x = torch.randn(4, 3, 5, 5, device="cuda", requires_grad=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for layer in layers:
+            for _ in range(3):
+                layer(x).sum().backward()
+            layer.eval()(x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    ref = ReferenceRBN(3)
+    for _ in range(3):
+        ref.train_step(x.detach().cpu().double())
+    torch.testing.assert_close(
+        layers[1](x).detach().cpu().double(),
+        ref.normalize(x.detach().cpu().double()),
+        atol=1e-5,
+        rtol=1e-4,
+    )

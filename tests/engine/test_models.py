@@ -155,7 +155,9 @@ def test_norm_layer_widths_follow_the_channels() -> None:
     model = cnn(channels=(4, 6), layer=conv_norm_layer("batch"))
     assert [m.nf for m in model.modules() if isinstance(m, BatchNorm)] == [4, 6]
     group = cnn(channels=(4, 6), layer=conv_norm_layer("group"))
-    widths = [(m.num_groups, m.num_channels) for m in group.modules() if isinstance(m, nn.GroupNorm)]
+    widths = [
+        (m.num_groups, m.num_channels) for m in group.modules() if isinstance(m, nn.GroupNorm)
+    ]
     assert widths == [(4, 4), (2, 6)]
 
 

@@ -176,9 +176,7 @@ def test_gradient_statistics_match_autograd() -> None:
         torch.testing.assert_close(data.hists[row, 1], hist, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(
-    "how", ["normal", "cancelled", "failing", "interrupted", "bad_selection"]
-)
+@pytest.mark.parametrize("how", ["normal", "cancelled", "failing", "interrupted", "bad_selection"])
 def test_no_hook_and_no_model_reference_left_after_any_fit(how: str) -> None:
     class Stop:
         order = 30

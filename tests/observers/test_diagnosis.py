@@ -63,11 +63,11 @@ def test_a_healthy_record_has_no_problem_and_says_so() -> None:
 
 def test_dead_counts_only_late_training_and_asks_for_general_relu() -> None:
     early_dead = [[0.99, 0.2]] * 6 + [[0.2, 0.2]] * 2
-    late_dead = [[0.2, 0.2]] * 6 + [[0.2, 0.4], [0.2, 0.7]]  # late mean 0.55 > DEAD
+    late_dead = [[0.2, 0.2]] * 6 + [[0.2, 0.7], [0.2, 0.9]]  # late mean 0.8 > DEAD
     assert dg.diagnose(make(healthy(), near_zero=early_dead)).problems == {}
     result = dg.diagnose(make(healthy(), near_zero=late_dead))
     assert result.problems == {"dead": ["l1"]}
-    assert result.layers[1].near_zero == pytest.approx(0.55)
+    assert result.layers[1].near_zero == pytest.approx(0.8)
     assert result.advice == [dg.ADVICE["relu"]]
 
 
@@ -79,13 +79,33 @@ def test_validation_rows_are_left_out() -> None:
 
 
 def test_explode_and_crash_asks_for_init_and_batchnorm() -> None:
-    stds = [[1.0, 1.0], [1.0, 30.0], [1.0, 2.0]] + [[1.0, 2.0]] * 5  # peak 30 > 5 x 2
+    stds = [[1.0, 1.0], [1.0, 30.0], [1.0, 2.0]] + [[1.0, 2.0]] * 5  # fell from 30 to 2
     result = dg.diagnose(make(stds))
     assert result.problems == {"crashed": ["l1"]}
-    assert result.layers[1].peak_std == 30.0
+    assert result.layers[1].peak_std == 30.0 and result.layers[1].drop == 15.0
     assert result.advice == [dg.ADVICE["init"], dg.ADVICE["norm"]]
     with_bn = dg.diagnose(make(stds), layer_types={"BatchNorm2d"})
     assert with_bn.advice == [dg.ADVICE["init"]]
+
+
+def test_a_crash_counts_wherever_it_happens_and_a_rise_is_no_crash() -> None:
+    recovered = [[1.0], [1.0], [8.0], [1.0], [8.0], [8.0], [8.0], [8.0]]  # fell 8x, rose again
+    assert dg.diagnose(make(recovered)).layers[0].drop == 8.0
+    assert dg.diagnose(make(recovered)).problems == {"crashed": ["l0"]}
+    rising = [[0.01 * 2**i] for i in range(ROWS)]
+    assert dg.diagnose(make(rising)).layers[0].drop == 1.0
+    first_row_ignored = [[100.0]] + [[1.0]] * 7
+    assert dg.diagnose(make(first_row_ignored)).problems == {}
+
+
+def test_fading_with_depth_at_the_start_asks_for_init() -> None:
+    """torch's default init: deeper layers start tiny, then catch up."""
+    stds = [[0.3, 0.1, 0.02]] * 10 + [[0.5, 0.5, 0.5]] * 10
+    result = dg.diagnose(make(stds))
+    assert result.start_ratio == pytest.approx(0.02 / 0.3)
+    assert result.depth_ratio == pytest.approx(1.0)
+    assert result.problems == {}
+    assert result.advice == [dg.ADVICE["init"], dg.ADVICE["norm"]]
 
 
 @pytest.mark.parametrize(
@@ -130,9 +150,7 @@ def test_small_batch_with_batchnorm_asks_for_running_batchnorm() -> None:
     assert dg.diagnose(data, batch_size=2, layer_types={"RunningBatchNorm"}).advice == [
         dg.ADVICE["ok"]
     ]
-    assert dg.diagnose(data, batch_size=64, layer_types={"BatchNorm2d"}).advice == [
-        dg.ADVICE["ok"]
-    ]
+    assert dg.diagnose(data, batch_size=64, layer_types={"BatchNorm2d"}).advice == [dg.ADVICE["ok"]]
 
 
 def test_table_and_markdown(tmp_path: Path) -> None:
@@ -140,13 +158,24 @@ def test_table_and_markdown(tmp_path: Path) -> None:
     lines = result.table().splitlines()
     assert lines[0] == "Diagnosis of the activations (last 25% of 8 rows)"
     assert lines[1].split() == [
-        "layer", "mean", "std", "peak", "std", "near", "0", "top", "bin", "outside", "problems"
+        "layer",
+        "mean",
+        "std",
+        "peak",
+        "std",
+        "drop",
+        "near",
+        "0",
+        "top",
+        "bin",
+        "outside",
+        "problems",
     ]
-    assert lines[2].split() == ["l0", "0.1", "1", "1", "20.0%", "70.0%", "0.0%", "ok"]
-    assert lines[3] == "std last/first layer: nan; batch size 16"
+    assert lines[2].split() == ["l0", "0.1", "1", "1", "1", "20.0%", "70.0%", "0.0%", "ok"]
+    assert lines[3] == ("std last/first layer: nan late, nan over the first 10 rows; batch size 16")
     assert str(result) == result.table()
     path = result.save(tmp_path / "sub" / "diagnosis.md")
     text = path.read_text()
     assert text.startswith("# Diagnosis of the activations\n")
-    assert "| l0 | 0.1 | 1 | 1 | 20.0% | 70.0% | 0.0% | ok |" in text
+    assert "| l0 | 0.1 | 1 | 1 | 1 | 20.0% | 70.0% | 0.0% | ok |" in text
     assert [p.name for p in path.parent.iterdir()] == ["diagnosis.md"]

@@ -30,7 +30,7 @@ def test_forward_hook_sees_module_inputs_and_outputs() -> None:
     seen: list[Any] = []
     with Hook(net[0], lambda m, inp, out: seen.append((m, inp[0], out.detach().clone()))):
         y = net(x)
-    (module, inp, out), = seen
+    ((module, inp, out),) = seen
     assert module is net[0]
     assert inp is x
     torch.testing.assert_close(out, net[0](x), rtol=0, atol=0)
@@ -51,7 +51,9 @@ def test_backward_hook_gets_the_gradient_of_the_output() -> None:
     net = small_net()
     x = torch.randn(6, 3)
     captured: dict[str, torch.Tensor] = {}
-    with Hook(net[2], lambda m, gin, gout: captured.setdefault("g", gout[0].clone()), forward=False):
+    with Hook(
+        net[2], lambda m, gin, gout: captured.setdefault("g", gout[0].clone()), forward=False
+    ):
         out = net(x)
         (out**2).sum().backward()
     torch.testing.assert_close(captured["g"], 2 * out.detach())  # d(sum y^2)/dy = 2y

@@ -40,8 +40,13 @@ def read(folder: Path) -> EventAccumulator:
 
 def fit(tmp_path: Path, *plugins: object, epochs: int = 2, **kwargs: Any) -> Learner:
     learner = Learner(
-        small_cnn(), image_data(valid=True), lr=0.3, plugins=list(plugins), defaults=False,
-        out_dir=tmp_path, **kwargs,
+        small_cnn(),
+        image_data(valid=True),
+        lr=0.3,
+        plugins=list(plugins),
+        defaults=False,
+        out_dir=tmp_path,
+        **kwargs,
     )
     learner.fit(epochs)
     return learner
@@ -116,7 +121,9 @@ def test_missing_tensorboard_names_the_extra(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_registered_under_its_name_with_options(tmp_path: Path) -> None:
     learner = Learner(
-        small_cnn(), image_data(), plugins=[f"tensorboard:log_dir={tmp_path / 'x'}"],
+        small_cnn(),
+        image_data(),
+        plugins=[f"tensorboard:log_dir={tmp_path / 'x'}"],
         defaults=False,
     )
     board = learner.plugins["tensorboard"]

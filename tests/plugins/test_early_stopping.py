@@ -261,3 +261,56 @@ def test_bad_input_from_a_plugin_string() -> None:
         Learner(tiny_model(), tiny_data(), plugins=["early_stopping:patience=-2"])
     with pytest.raises(PluginError, match="mode"):
         Learner(tiny_model(), tiny_data(), plugins=["early_stopping:mode=average"])
+
+
+def checkpointed_fit(
+    folder: Path,
+    values: list[float | None],
+    resume: Path | None = None,
+    crash_at: int | None = None,
+) -> tuple[EarlyStopping, Learner]:
+    """A fit with the checkpoint plugin; ``crash_at``: an error at the start of that epoch."""
+    from plugins.checkpoint import Checkpoint
+
+    stopper = EarlyStopping(monitor="score", mode="min", patience=3, restore_best=True)
+    checkpoint = Checkpoint(dir=str(folder), monitor=None, resume=resume and str(resume))
+    plugins: list[object] = [TrainEval(), Scripted(values), stopper, checkpoint]
+    if crash_at is not None:
+
+        class Crash:
+            def begin_epoch(self, learner: Any) -> None:
+                if learner.epoch == crash_at:
+                    raise RuntimeError("crash")
+
+        plugins.append(Crash())
+    learner = Learner(tiny_model(), tiny_data(), lr=0.1, plugins=plugins, defaults=False)
+    if crash_at is None:
+        learner.fit(len(values))
+    else:
+        with pytest.raises(RuntimeError, match="crash"):
+            learner.fit(len(values))
+    return stopper, learner
+
+
+@pytest.mark.parametrize("crash_at", [3, None])
+def test_resuming_from_a_checkpoint_decides_as_the_uninterrupted_fit(
+    tmp_path: Path, crash_at: int | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The checkpoint (order 80) saves early stopping's state with the saved epoch counted.
+
+    Crashing at the start of epoch 3 leaves last.pt of epoch 2; without a crash, last.pt
+    is the epoch early stopping stopped at, and the resumed fit stops at once.
+    """
+    values: list[float | None] = [5, 3, 4, 4.2, 4.1, 2, 1]  # stops after epoch 4: best 3 at 1
+    full, full_learner = checkpointed_fit(tmp_path / "full", values)
+    checkpointed_fit(tmp_path / "split", values, crash_at=crash_at)
+    resumed, learner = checkpointed_fit(
+        tmp_path / "split", values, resume=tmp_path / "split" / "last.pt"
+    )
+    assert (full.stopped_epoch, full.best, full.best_epoch) == (4, 3.0, 1)
+    assert (resumed.stopped_epoch, resumed.best, resumed.best_epoch) == (4, 3.0, 1)
+    assert resumed.stopped_reason == full.stopped_reason
+    for key, value in full_learner.model.state_dict().items():
+        assert torch.equal(learner.model.state_dict()[key], value), key
+    restored = "(restored from the checkpoint)" in capsys.readouterr().out
+    assert restored == (crash_at is None)

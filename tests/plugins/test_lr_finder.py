@@ -316,3 +316,15 @@ def test_cli_prints_suggestions_and_writes_the_plot(
 def test_result_defaults_are_empty() -> None:
     result = LRFindResult()
     assert result.suggestions == {} and "no suggestion" in str(result)
+
+
+def test_checkpoint_and_early_stopping_sit_out_the_sweep(tmp_path: Path) -> None:
+    plugins = ["no:progress", "checkpoint", "early_stopping:monitor=train_loss,patience=1"]
+    learner = Learner(tiny_model(), tiny_data(), plugins=plugins, out_dir=tmp_path)
+    order = list(learner.plugins)
+    result = lr_find(learner, num_it=6, stop_div=False)
+    assert len(result.lrs) == 6  # early stopping did not cut the sweep
+    assert list(learner.plugins) == order
+    assert not (tmp_path / "checkpoints").exists() and not list(tmp_path.iterdir())
+    learner.fit(1)
+    assert (tmp_path / "checkpoints" / "last.pt").exists()

@@ -286,3 +286,14 @@ def test_a_failed_fit_leaves_nothing_stale(event: str) -> None:
     with learner.added(Reader()):
         learner.fit(2)
     assert seen == [lin(0.1, 0.5)(p) for p in expected_progress(2, 2)]
+
+
+def test_follows_param_groups_replaced_by_load_state_dict() -> None:
+    """Loading optimizer state makes new param-group dicts; the schedule sets those."""
+
+    class Reload:
+        def begin_epoch(self, learner: Any) -> None:
+            learner.opt.load_state_dict(learner.opt.state_dict())
+
+    learner = fit([Schedule(lr=lin(0.1, 0.5)), Reload()], epochs=2)
+    assert recorded(learner) == [[lin(0.1, 0.5)(p) for p in expected_progress(2, 2)]]
