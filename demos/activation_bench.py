@@ -2,8 +2,8 @@
 
 Run it with::
 
-    lookinside demo activation_bench [--runs 5] [--samples 10000] [--bs 512]
-    python -m demos.activation_bench --runs 3 --samples 50000
+    lookinside demo activation_bench [--runs 5] [--samples 10000] [--bs 512] [--device cpu]
+    python -m demos.activation_bench --runs 3 --samples 50000 --device cuda
 
 The workload is the lesson's: its CNN ``[8, 16, 32, 32]`` at batch size 512 on
 random 28x28 images (MNIST-sized; the numbers do not matter to the timing),
@@ -100,8 +100,8 @@ VARIANTS: dict[str, Callable[[], list[object]]] = {
 """The extra plugins of each timed fit."""
 
 
-def time_fit(model: nn.Module, data: DataBunch, extra: list[object]) -> float:
-    plugins: list[object] = ["progress:bar=false", "device:device=cpu", *extra]
+def time_fit(model: nn.Module, data: DataBunch, extra: list[object], device: str) -> float:
+    plugins: list[object] = ["progress:bar=false", f"device:device={device}", *extra]
     learner = Learner(model, data, lr=0.4, plugins=plugins)  # type: ignore[arg-type]
     gc.collect()
     gc.disable()  # keep the collector's pauses out of the timings
@@ -109,22 +109,25 @@ def time_fit(model: nn.Module, data: DataBunch, extra: list[object]) -> float:
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             learner.fit(1)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # the metrics' epoch-end read syncs already; be sure
         return time.perf_counter() - start
     finally:
         gc.enable()
 
 
-def measure(samples: int, bs: int, runs: int) -> dict[str, tuple[float, float]]:
+def measure(samples: int, bs: int, runs: int, device: str) -> dict[str, tuple[float, float]]:
     """Median seconds and median paired ratio to ``none`` of each variant."""
     data = make_data(samples, bs)
     torch.manual_seed(0)
     initial = cnn(n_out=10).state_dict()
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    time_fit(cnn(n_out=10), data, [], device)  # warm up (CUDA context, kernels, allocator)
     for _ in range(runs):
         for name, extra in VARIANTS.items():
             model = cnn(n_out=10)
             model.load_state_dict(initial)
-            times[name].append(time_fit(model, data, extra()))
+            times[name].append(time_fit(model, data, extra(), device))
     result = {}
     for name, seconds in times.items():
         ratios = [t / base for t, base in zip(seconds, times["none"])]
@@ -140,15 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=10_000, help="training samples")
     parser.add_argument("--bs", type=int, default=512, help="batch size (the lesson's 512)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto...")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); lesson CNN, "
-        f"bs {args.bs}, {args.samples} random 28x28 samples, {args.runs} runs"
+        f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} thread(s); "
+        f"lesson CNN, bs {args.bs}, {args.samples} random 28x28 samples, {args.runs} runs"
     )
     print(f"{'variant':<18} {'median s':>9} {'ratio':>7}")
-    for name, (seconds, ratio) in measure(args.samples, args.bs, args.runs).items():
+    results = measure(args.samples, args.bs, args.runs, args.device)
+    for name, (seconds, ratio) in results.items():
         print(f"{name:<18} {seconds:>9.3f} {ratio:>7.3f}", flush=True)
     return 0
 

@@ -39,6 +39,7 @@ from torch import nn
 
 from demos.schedules import lesson_cnn
 from engine.cli import add_training_arguments
+from engine.cli import config_from_args
 from engine.data import DataBunch
 from engine.datasets import load_data
 from engine.exceptions import CancelTrainException
@@ -67,40 +68,62 @@ def benchmark(
     plugins: Sequence[Any],
     num_it: int,
     runs: int,
+    **learner_options: Any,
 ) -> dict[str, float]:
-    """Time ``lr_find`` against ``num_it`` plain training steps, alternating, ``runs`` times.
+    """Time ``lr_find`` against ``num_it`` plain training steps, ``runs`` pairs, alternating.
 
     The sweep goes from 1e-4 to 1 without stopping early, so both runs take
-    exactly ``num_it`` steps at rates that keep the loss finite.
+    exactly ``num_it`` steps at rates that keep the loss finite. The plain run
+    is a fit of the same model with the same plugins, on the training data
+    alone, cancelled before batch ``num_it``. One untimed run of each comes
+    first; then each pair runs in turn finder-first and plain-first.
 
+    :param make_model: builds the model (the same weights each call).
+    :param data: the data; the plain run uses its training loader only.
+    :param plugins: the plugins of both learners (progress is turned off).
+    :param num_it: the number of training steps of each run.
+    :param runs: the number of timed pairs.
+    :param learner_options: more keyword arguments for both learners (catalog, config).
     :returns: the median seconds of each (``finder_s``, ``plain_s``) and the
         median of the paired ratios (``ratio``).
     """
     plugins = [*plugins, "no:progress"]
-    finder = Learner(make_model(), data, plugins=plugins)
+    finder = Learner(make_model(), data, plugins=plugins, **learner_options)
     plain = Learner(
         make_model(),
         dataclasses.replace(data, valid_dl=None),
         plugins=[*plugins, _StopAfter(num_it)],
+        **learner_options,
     )
     start = {k: v.clone() for k, v in plain.model.state_dict().items()}
     epochs = -(-num_it // len(data.train_dl))  # type: ignore[arg-type]
-    times: dict[str, list[float]] = {"finder": [], "plain": []}
-    for _ in range(runs):
+
+    def run_finder() -> float:
+        begin = time.perf_counter()
+        lr_find(finder, 1e-4, 1.0, num_it, stop_div=False)
+        return time.perf_counter() - begin
+
+    def run_plain() -> float:
         plain.model.load_state_dict(start)
-        plain.opt = None
-        with contextlib.redirect_stdout(io.StringIO()):
-            begin = time.perf_counter()
-            lr_find(finder, 1e-4, 1.0, num_it, stop_div=False)
-            times["finder"].append(time.perf_counter() - begin)
-            begin = time.perf_counter()
-            plain.fit(epochs)
-            times["plain"].append(time.perf_counter() - begin)
-    ratios = [f / p for f, p in zip(times["finder"], times["plain"])]
+        plain.opt = None  # a fresh optimizer, as the finder's learner gets
+        begin = time.perf_counter()
+        plain.fit(epochs)
+        return time.perf_counter() - begin
+
+    pairs: list[tuple[float, float]] = []
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_finder()
+        run_plain()
+        for i in range(runs):
+            if i % 2:
+                plain_s = run_plain()
+                pairs.append((run_finder(), plain_s))
+            else:
+                pairs.append((run_finder(), run_plain()))
     return {
-        "finder_s": statistics.median(times["finder"]),
-        "plain_s": statistics.median(times["plain"]),
-        "ratio": statistics.median(ratios),
+        "finder_s": statistics.median(f for f, _ in pairs),
+        "plain_s": statistics.median(p for _, p in pairs),
+        "ratio": statistics.median(f / p for f, p in pairs),
     }
 
 
@@ -133,7 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     def make_model() -> nn.Module:
         return lesson_cnn(data.c or 10, n_in, args.seed)
 
-    learner = Learner(make_model(), data, plugins=args.plugins, out_dir=args.out, catalog=catalog)
+    config = config_from_args(args)
+    learner = Learner(
+        make_model(), data, plugins=args.plugins, out_dir=args.out, catalog=catalog, config=config
+    )
     result = lr_find(learner, args.min_lr, args.max_lr, args.num_it)
     print(result)
     path = result.save_plot(Path(args.out) / PLOT_FILE)
@@ -148,7 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"valid accuracy after {args.epochs} epochs at lr {lr:.3g}: {accuracy:.4f}")
 
     if args.bench_runs > 0:
-        found = benchmark(make_model, data, args.plugins, args.num_it, args.bench_runs)
+        found = benchmark(
+            make_model,
+            data,
+            args.plugins,
+            args.num_it,
+            args.bench_runs,
+            catalog=catalog,
+            config=config,
+        )
         print(
             f"benchmark ({args.bench_runs} runs, {args.num_it} steps, bs {args.bs}): lr_find "
             f"{found['finder_s']:.3f} s, plain steps {found['plain_s']:.3f} s, "

@@ -2,8 +2,8 @@
 
 Run it with::
 
-    lookinside demo resnet18 [--bs 4] [--subset 384] [--epochs 1] [--lr 0.05]
-    python -m demos.resnet18 --data mnist --data-dir data --bs 4 --subset 2000
+    lookinside demo resnet18 [--bs 2] [--subset 384] [--epochs 1] [--lr 0.01]
+    python -m demos.resnet18 --data mnist --data-dir data --bs 2 --subset 2000
 
 ``torchvision.models.resnet18(weights=None, num_classes=10)`` is adapted to small
 one-channel images: its first convolution becomes 3x3, stride 1, one input
@@ -16,16 +16,20 @@ stage as 1x1 maps (28x28 MNIST as 4x4). Two variants train from the same seed:
 
 The ``activation_stats`` observer watches the eight ``BasicBlock`` s
 (``layer1.0`` ... ``layer4.1``; each ``layerN`` outputs what its last block
-outputs). At a batch of 4, batch norm's statistics come from 4 images (from 4
-values per channel in the 1x1 last stage): the diagnosis says so and points to
-RunningBatchNorm / GroupNorm, and the pictures of the two variants, in
+outputs). At a batch of 2 (the lesson's failing case), batch norm's statistics
+come from 2 images (from 2 values per channel in the 1x1 last stage), and the
+running averages it evaluates with do not match them: the diagnosis says so and
+points to RunningBatchNorm / GroupNorm, and the pictures of the two variants, in
 ``--out/batchnorm/activations`` and ``--out/groupnorm/activations``, show what
 changes. It prints both diagnoses and a table of the late near-zero fraction and
-std per block, the valid accuracy and the seconds of each variant.
+std per block, the valid accuracy and the seconds of each variant. On the
+digits with the defaults, one epoch gives about 0.23 valid accuracy with
+BatchNorm and 0.58 with GroupNorm (the lesson, on MNIST at bs 2: 0.26 with
+``nn.BatchNorm2d``, 0.97 with its RunningBatchNorm).
 
 The training set is the first ``--subset`` images (default 384 of the 1,437
-digits; 96 steps at bs 4) to keep the run near a minute on a CPU; the validation
-set is whole. The training loader drops a last batch smaller than ``--bs`` (a
+digits; 192 steps at bs 2) to keep the run near a minute on a CPU; the
+validation set is whole. The training loader drops a last batch smaller than ``--bs`` (a
 batch of one cannot be batch-normalized).
 """
 
@@ -153,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lookinside demo resnet18", description=(__doc__ or "").split("\n")[0]
     )
-    add_training_arguments(parser, out="lookinside-out/resnet18", epochs=1, lr=0.05, bs=4)
+    add_training_arguments(parser, out="lookinside-out/resnet18", epochs=1, lr=0.01, bs=2)
     parser.add_argument("--subset", type=int, default=384, help="training samples (384)")
     parser.add_argument(
         "--variants", default="batchnorm,groupnorm", help="batchnorm, groupnorm or both"

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from engine.cli import add_training_arguments
+from engine.cli import config_from_args
 from engine.datasets import load_data
 from engine.exceptions import LookinsideError
 from engine.init import init_cnn
@@ -132,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plugins=[*args.plugins, ("schedule", options), "recorder", "metrics"],
         out_dir=args.out,
         catalog=catalog,
+        config=config_from_args(args),
     )
     print(f"schedule: {learner.plugins['schedule']!r} over {args.epochs} epochs")
     learner.fit(args.epochs)

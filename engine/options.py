@@ -23,6 +23,8 @@ from engine.exceptions import PluginError
 
 _EMPTY = inspect.Parameter.empty
 
+_PYTHON_ONLY = "a Python callable (Python only)"
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -194,7 +196,12 @@ def _type_name(kind: Any) -> str:
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin in (Union, types.UnionType):
-        return " | ".join(dict.fromkeys(_type_name(arg) for arg in args))
+        names = list(dict.fromkeys(_type_name(arg) for arg in args))
+        # what the command line can give, when Python can give more
+        simple = [n for n in names if n != _PYTHON_ONLY and not n.endswith(" of Any")]
+        if all(n == "none" for n in simple):
+            simple = names
+        return " | ".join(simple)
     if origin is Literal:
         return "one of " + ", ".join(str(arg) for arg in args)
     if origin in (tuple, list, Sequence, typing.Sequence):
@@ -203,7 +210,7 @@ def _type_name(kind: Any) -> str:
     if kind is type(None):
         return "none"
     if origin is collections.abc.Callable or kind is collections.abc.Callable:
-        return "a Python callable (Python only)"
+        return _PYTHON_ONLY
     if kind is bool:
         return "a bool (true/false)"
     return getattr(kind, "__name__", str(kind))

@@ -53,7 +53,9 @@ class Enabled:
         try:
             return self.spec.factory(**self.options)
         except (TypeError, ValueError) as exc:
-            raise PluginError(f"plugin {self.spec.name!r}: {exc}") from exc
+            prefix = f"plugin {self.spec.name!r}"
+            message = str(exc) if str(exc).startswith(prefix) else f"{prefix}: {exc}"
+            raise PluginError(message) from exc
 
 
 def select(

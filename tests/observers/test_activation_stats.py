@@ -282,3 +282,26 @@ def test_cli_fit_prints_the_diagnosis(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "Diagnosis of the activations" in out and "std last/first layer" in out
     assert (tmp_path / "activations" / "diagnosis.md").exists()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_no_device_sync_during_cuda_batches() -> None:
+    from plugins.device import Device
+
+    class NoSync:
+        order = 0
+
+        def begin_batch(self, learner: Learner) -> None:
+            torch.cuda.set_sync_debug_mode("error")
+
+        def after_batch(self, learner: Learner) -> None:
+            torch.cuda.set_sync_debug_mode("default")
+
+    stats = ActivationStats(range_min=-7, range_max=7, grads=True, grad_range=1.0, report=False)
+    try:
+        learner(small_cnn(), Device("cuda"), stats, NoSync()).fit(2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert stats.data is not None and len(stats.data) == 6
+    assert stats.data.means.isfinite().all()
