@@ -15,7 +15,7 @@ bar. Four fits alternate run by run from the same initial weights:
   ``.cpu().histc(40, 0, 10)``, kept in lists;
 - ``histc``: the same, but the histogram stays on the tensor's device;
 - ``activation_stats``: this project's observer, on every training batch
-  (mean, std, a 40-bin histogram of a 16384-value sample, the near-zero
+  (mean, std, a 40-bin histogram of an 8192-value sample, the near-zero
   fraction; on the device, one copy per epoch).
 
 It prints each one's median time and the median of its paired ratios to

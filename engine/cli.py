@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from engine.config import Config
     from engine.manager import Catalog
 
-MAIN_DEMO = "cnn"
+MAIN_DEMO = "look_inside"
 """The demo ``lookinside demo`` runs without a name (the README's first command)."""
 
 

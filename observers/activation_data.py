@@ -13,10 +13,13 @@ the smallest prime at least ``numel / sample`` that does not divide the size of
 one item of the batch (:func:`sample_stride`), so the sample walks through every
 channel, row and column rather than hitting the same pixel each time. Each
 bin's fraction is then estimated with a standard error of about
-``sqrt(p (1 - p) / n)``, at most ``0.5 / sqrt(n)``: 0.004 with 16384 values.
-The counts are scaled to the whole tensor. The mean and standard deviation
-always use every value, from its sum and sum of squares; ``sample=0``
-histograms every value too.
+``sqrt(p (1 - p) / n)``, at most ``0.5 / sqrt(n)``: 0.0055 with the 8192 values
+the observer takes by default. The counts are scaled to the whole tensor.
+
+The mean and standard deviation always use every value, from their sum and sum
+of squares, accumulated in float32 on the device: the std's relative error grows
+like ``1e-7 (mean / std) ** 2``, negligible unless the mean dwarfs the spread.
+``sample=0`` histograms every value too.
 
 **Histogram range.** A fixed range applies to every module. Otherwise each
 module's range is chosen on its first recorded tensor, with one host read:
@@ -218,7 +221,7 @@ class ActivationBuffer:
         types: list[str],
         capacity: int,
         bins: int = 40,
-        sample: int = 16384,
+        sample: int = 8192,
         fixed_range: tuple[float, float] | None = None,
         grad_range: float | None = None,
         seed: int = 0,

@@ -32,6 +32,7 @@ import math
 import sys
 from collections.abc import Callable
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -56,9 +57,11 @@ class ActivationStats:
     After the fit, :attr:`data` (and :attr:`grad_data` with ``grads=True``)
     holds everything recorded; :mod:`observers.activation_plots` draws it and
     :mod:`observers.diagnosis` reads it. When the learner has an out_dir, the
-    plots and ``diagnosis.md`` are written into its ``activations`` folder, and
-    the diagnosis is printed. Hooks are removed in ``after_fit``, whatever ended
-    the fit, and the observer keeps no reference to the model.
+    plots and ``diagnosis.md`` are written into its ``activations`` folder; the
+    diagnosis is printed in any case (``report=false`` turns it off). Each fit
+    starts a new record. Hooks are removed in ``after_fit``, whatever ended the
+    fit, and the observer keeps no reference to the model. A module whose output
+    is not a floating-point tensor gets NaN statistics.
 
     :param modules: name patterns (``fnmatch``, e.g. ``0,1.*``) of the modules to
         hook among ``model.named_modules()``; default: the top-level children.
@@ -68,7 +71,7 @@ class ActivationStats:
     :param valid: record validation batches too (training only by default).
     :param bins: histogram bins.
     :param range_min: the histogram's lower edge for every module (with range_max).
-    :param range_max: the histogram's upper edge (default: 10 or 7, chosen per module).
+    :param range_max: the histogram's upper edge (default: 0..10 or -7..7 per module).
     :param zero_bins: how many bins around 0 count as near zero (dead).
     :param sample: histogram at most this many values of each output; 0: all.
     :param grads: also record the gradients of each module's output.
@@ -91,7 +94,7 @@ class ActivationStats:
         range_min: float | None = None,
         range_max: float | None = None,
         zero_bins: int = 2,
-        sample: int = 16384,
+        sample: int = 8192,
         grads: bool = False,
         grad_range: float | None = None,
         max_batches: int = 2048,
@@ -123,13 +126,18 @@ class ActivationStats:
         self.grad_data: ActivationData | None = None
         """What was recorded on the gradients (``grads=True``), updated after every epoch."""
         self.names: list[str] = []
+        """The hooked modules' names in the current (or last) fit."""
         self.iterations: list[int] = []
+        """The training batch (0-based, over the fit) of each row recorded so far."""
         self.epochs: list[int] = []
         self.train_rows: list[bool] = []
         self.capacity = 0
+        """The rows allocated for the current fit (at most ``max_batches``)."""
         self.batch_size: int | None = None
+        """The size of the first recorded training batch."""
         self.layer_types: set[str] = set()
-        self.written: list[Any] = []
+        """The class names of every module of the model (for the diagnosis)."""
+        self.written: list[Path] = []
         """The files written after the last fit."""
         self._hooks: Hooks | None = None
         self._acts: ActivationBuffer | None = None

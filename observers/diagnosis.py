@@ -21,7 +21,11 @@ kaiming initialization (``init_cnn``), ``GeneralRelu``, ``BatchNorm``, and
 ``RunningBatchNorm`` when batch norm meets a small batch.
 
 The thresholds are the constants below. "Late" means the last
-:data:`LATE_FRACTION` of the training rows.
+:data:`LATE_FRACTION` of the training rows. The table's columns: the late
+``mean`` and ``std``; ``peak std``, the largest std after the first row;
+``drop``, the largest fall of the std from a peak, as a ratio; ``near 0``, the
+late near-zero fraction; ``top bin``, the share of the fullest bin; ``outside``,
+the share of values outside the histogram's range.
 """
 
 from __future__ import annotations
