@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from engine.cli import add_training_arguments
-from engine.cli import config_from_args
 from engine.datasets import load_data
 from engine.learner import Learner
 from engine.manager import load_catalog
