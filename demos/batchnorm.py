@@ -56,9 +56,9 @@ from matplotlib.axes import Axes
 from torch import nn
 
 from engine.cli import add_training_arguments
+from engine.cli import data_from_args
 from engine.data import DataBunch
 from engine.data import TensorLoader
-from engine.datasets import load_data
 from engine.init import init_cnn
 from engine.layers import InstanceNorm
 from engine.learner import Learner
@@ -335,19 +335,10 @@ def _run(args: argparse.Namespace, mnist: bool) -> int:
     sizes: list[int] = [args.bs] if args.bs is not None else args.bs_list
     small_lr = SMALL_BATCH_LR if mnist else SMALL_BATCH_LR_DIGITS
     catalog = load_catalog()
-    loaders = {name: spec.loader for name, spec in catalog.datasets.items()}
     results: list[Result] = []
     print(f"norm{'':<18} {'bs':>4} {'lr':>4} {'epochs':>6} {'valid acc':>9} {'seconds':>8}")
     for bs in sizes:
-        data = load_data(
-            args.data,
-            loaders,
-            bs=bs,
-            seed=args.seed,
-            data_dir=args.data_dir,
-            data_path=args.data_path,
-            download=args.download,
-        )
+        data = data_from_args(args, catalog, bs=bs)
         data = _subset(data, args.subset)
         n_train = len(data.train_dl.x)  # type: ignore[attr-defined]
         for key in args.norms:

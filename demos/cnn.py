@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from engine.cli import add_training_arguments
-from engine.datasets import load_data
+from engine.cli import data_from_args
 from engine.learner import Learner
 from engine.manager import load_catalog
 from engine.models import cnn
@@ -31,15 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     catalog = load_catalog()
-    data = load_data(
-        args.data,
-        {name: spec.loader for name, spec in catalog.datasets.items()},
-        bs=args.bs,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        data_path=args.data_path,
-        download=args.download,
-    )
+    data = data_from_args(args, catalog)
     torch.manual_seed(args.seed)
     model = cnn(n_out=data.c or 10)
     learner = Learner(

@@ -47,8 +47,8 @@ import torch
 from torch import nn
 
 from engine.cli import add_training_arguments
+from engine.cli import data_from_args
 from engine.data import DataBunch
-from engine.datasets import load_data
 from engine.init import init_cnn
 from engine.layers import GeneralRelu
 from engine.learner import Learner
@@ -154,15 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.catalog = load_catalog()
-    data = load_data(
-        args.data,
-        {name: spec.loader for name, spec in args.catalog.datasets.items()},
-        bs=args.bs,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        data_path=args.data_path,
-        download=args.download,
-    )
+    data = data_from_args(args, args.catalog)
     results: dict[str, tuple[Diagnosis, float | None]] = {}
     for number, name in enumerate(args.steps, start=1):
         print(f"== step {number}: {name} ({STEPS[name].__doc__}) lr {args.lr}, bs {args.bs}")

@@ -40,8 +40,8 @@ from torch import nn
 from demos.schedules import lesson_cnn
 from engine.cli import add_training_arguments
 from engine.cli import config_from_args
+from engine.cli import data_from_args
 from engine.data import DataBunch
-from engine.datasets import load_data
 from engine.exceptions import CancelTrainException
 from engine.learner import Learner
 from engine.manager import load_catalog
@@ -142,15 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     catalog = load_catalog()
-    data = load_data(
-        args.data,
-        {name: spec.loader for name, spec in catalog.datasets.items()},
-        bs=args.bs,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        data_path=args.data_path,
-        download=args.download,
-    )
+    data = data_from_args(args, catalog)
     n_in = data.input_shape[0] if data.input_shape else 1
 
     def make_model() -> nn.Module:

@@ -46,9 +46,9 @@ import torch
 from torch import nn
 
 from engine.cli import add_training_arguments
+from engine.cli import data_from_args
 from engine.data import DataBunch
 from engine.data import TensorLoader
-from engine.datasets import load_data
 from engine.learner import Learner
 from engine.manager import load_catalog
 from observers.activation_stats import ActivationStats
@@ -168,15 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not variants or any(v not in ("batchnorm", "groupnorm") for v in variants):
         parser.error(f"--variants takes batchnorm and/or groupnorm, got {args.variants!r}")
     args.catalog = load_catalog()
-    data = load_data(
-        args.data,
-        {name: spec.loader for name, spec in args.catalog.datasets.items()},
-        bs=args.bs,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        data_path=args.data_path,
-        download=args.download,
-    )
+    data = data_from_args(args, args.catalog)
     data = subset(data, args.subset, args.bs, args.seed)
     results = {}
     for variant in variants:

@@ -35,7 +35,7 @@ from torch import nn
 
 from engine.cli import add_training_arguments
 from engine.cli import config_from_args
-from engine.datasets import load_data
+from engine.cli import data_from_args
 from engine.exceptions import LookinsideError
 from engine.init import init_cnn
 from engine.layers import GeneralRelu
@@ -110,15 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     catalog = load_catalog()
-    data = load_data(
-        args.data,
-        {name: spec.loader for name, spec in catalog.datasets.items()},
-        bs=args.bs,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        data_path=args.data_path,
-        download=args.download,
-    )
+    data = data_from_args(args, catalog)
     n_in = data.input_shape[0] if data.input_shape else 1
     model = lesson_cnn(data.c or 10, n_in, args.seed)
     peak = args.peak

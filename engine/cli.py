@@ -17,6 +17,7 @@ from typing import Literal
 
 if TYPE_CHECKING:
     from engine.config import Config
+    from engine.data import DataBunch
     from engine.manager import Catalog
 
 MAIN_DEMO = "look_inside"
@@ -99,6 +100,29 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_bs: int = 16) ->
         "--bs", type=_positive_int, default=default_bs, help=f"batch size (default {default_bs})"
     )
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
+
+
+def data_from_args(
+    args: argparse.Namespace, catalog: Catalog | None = None, bs: int | None = None
+) -> DataBunch:
+    """The dataset the data arguments name, third-party datasets included.
+
+    :param catalog: where plugin modules registered datasets; loaded when ``None``.
+    :param bs: a batch size instead of ``args.bs``.
+    """
+    from engine.datasets import load_data
+    from engine.manager import load_catalog
+
+    catalog = catalog if catalog is not None else load_catalog()
+    return load_data(
+        args.data,
+        {name: spec.loader for name, spec in catalog.datasets.items()},
+        bs=args.bs if bs is None else bs,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        data_path=args.data_path,
+        download=args.download,
+    )
 
 
 def add_training_arguments(
@@ -222,7 +246,6 @@ def _plugins(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     import torch
 
-    from engine.datasets import load_data
     from engine.exceptions import LookinsideError
     from engine.learner import Learner
     from engine.models import cnn
@@ -235,16 +258,7 @@ def _fit(args: argparse.Namespace) -> int:
             f"cannot create the output folder --out {out}: {exc.strerror}"
         ) from exc
     catalog = args.catalog
-    extra = {name: spec.loader for name, spec in catalog.datasets.items()}
-    data = load_data(
-        args.data,
-        extra,
-        bs=args.bs,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        data_path=args.data_path,
-        download=args.download,
-    )
+    data = data_from_args(args, catalog)
     torch.manual_seed(args.seed)
     n_in = data.input_shape[0] if data.input_shape else 1
     model = cnn(n_out=data.c or 10, channels=args.channels, n_in=n_in)

@@ -314,20 +314,12 @@ def _check(ok: bool, message: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     """``lookinside lr-find``: sweep the lesson's CNN, print suggestions, write the plot."""
     from engine.cli import config_from_args
-    from engine.datasets import load_data
+    from engine.cli import data_from_args
     from engine.learner import Learner
     from engine.models import cnn
 
     catalog = args.catalog
-    data = load_data(
-        args.data,
-        {name: spec.loader for name, spec in catalog.datasets.items()},
-        bs=args.bs,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        data_path=args.data_path,
-        download=args.download,
-    )
+    data = data_from_args(args, catalog)
     torch.manual_seed(args.seed)
     n_in = data.input_shape[0] if data.input_shape else 1
     model = cnn(n_out=data.c or 10, n_in=n_in)
