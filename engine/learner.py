@@ -54,6 +54,8 @@ class Learner:
     - ``out_dir``: where observers write files, or ``None``
     - ``error``: in ``after_fit``, the exception (or KeyboardInterrupt) ending the
       fit, else ``None``
+    - ``grad_scale``: the factor a loss scaler multiplies this batch's gradients
+      by (a 0-d tensor, set by ``mixed_precision``), else ``None``
     - ``plugins``: the attached plugins by name, in the order they run
 
     :param model: the network.
@@ -113,6 +115,7 @@ class Learner:
         self.loss: Any = None
         self.log: dict[str, Any] = {}
         self.error: BaseException | None = None
+        self.grad_scale: torch.Tensor | None = None
         self.plugins = PluginBus(self)
         self._trace = False
         self._fitting = False

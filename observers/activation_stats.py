@@ -149,11 +149,14 @@ class ActivationStats:
         self._seen = 0
         self._train_seen = 0
         self._fired = False
+        self._begun = False
+        self._grad_scale: Tensor | None = None
 
     # -- events --------------------------------------------------------------
 
     def begin_fit(self, learner: Learner) -> None:
         self._release()
+        self._begun = True  # after_fit reports only a fit whose record began here
         self.data = self.grad_data = None
         self.iterations, self.epochs, self.train_rows, self.written = [], [], [], []
         self._rows, self._stride, self._seen, self._train_seen = 0, 1, 0, 0
@@ -181,6 +184,8 @@ class ActivationStats:
             return
         if self._rows == self.capacity:
             self._halve()
+            if seen % (self.every * self._stride):
+                return  # off the doubled stride's grid: keep the rows evenly spaced
         self._row = self._rows
         self._rows += 1
         self._fired = False
@@ -205,8 +210,9 @@ class ActivationStats:
             self._to_host()
         finally:
             self._release()
-        if self.data is not None and len(self.data):
+        if self._begun and self.data is not None and len(self.data):
             self._publish(learner)
+        self._begun = False
 
     # -- hooks ---------------------------------------------------------------
 
@@ -222,7 +228,13 @@ class ActivationStats:
 
     def _gradient(self, module: int, row: int, grad: Tensor) -> None:
         if self._grads is not None:
-            self._grads.record(module, row, grad)
+            scale = self._grad_scale
+            self._grads.record(module, row, grad if scale is None else grad / scale)
+
+    def after_loss(self, learner: Learner) -> None:
+        # mixed precision's loss scaler multiplies every gradient of this backward
+        # pass; it publishes the factor as a device tensor (no host sync)
+        self._grad_scale = getattr(learner, "grad_scale", None)
 
     # -- helpers -------------------------------------------------------------
 
@@ -238,6 +250,8 @@ class ActivationStats:
         return max(2, min(self.max_batches, expected))
 
     def _buffer(self, kind: str, types: list[str]) -> ActivationBuffer:
+        # range_min/range_max are the activations' range; gradients use grad_range
+        # (or their own automatic range), whatever the activations' is
         return ActivationBuffer(
             kind,
             self.names,
@@ -245,7 +259,7 @@ class ActivationStats:
             self.capacity,
             self.bins,
             self.sample,
-            self.fixed_range,
+            self.fixed_range if kind == "activations" else None,
             self.grad_range,
         )
 

@@ -5,7 +5,8 @@ what the lesson teaches to look for:
 
 - ``dead``: far more activations sit near zero late in training than a healthy
   ReLU layer's (the lesson found over 90% of them there in its later layers:
-  dead ReLUs);
+  dead ReLUs); only for layers whose outputs are never negative (histogram range
+  starting at 0), not for logits or signed activations;
 - ``collapsed``: the histogram puts nearly everything into one bin;
 - ``exploding`` / ``vanishing``: the late standard deviation is huge or tiny;
 - ``crashed``: the standard deviation fell far below a peak it had reached (the
@@ -268,15 +269,18 @@ def _layer(data: ActivationData, m: int, late: slice) -> LayerReport:
         top,
         _late_mean(data.out_of_range[:, m], late),
     )
-    report.flags = _flags(report)
+    # "dead" is about ReLU-like outputs (never negative: the range starts at 0 or
+    # above); near zero means nothing of the kind for logits or signed activations
+    relu_like = data.ranges[m][0] >= 0
+    report.flags = _flags(report, relu_like)
     return report
 
 
-def _flags(r: LayerReport) -> list[str]:
+def _flags(r: LayerReport, relu_like: bool = True) -> list[str]:
     if not (math.isfinite(r.mean) and math.isfinite(r.std)):
         return ["nan"]
     flags = []
-    if r.near_zero > DEAD:
+    if relu_like and r.near_zero > DEAD:
         flags.append("dead")
     if r.top_bin > COLLAPSED:
         flags.append("collapsed")

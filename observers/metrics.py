@@ -173,11 +173,10 @@ class Metrics:
 
     def begin_fit(self, learner: Learner) -> None:
         self.history = []
+        self._reset()
 
     def begin_epoch(self, learner: Learner) -> None:
-        self._train = self._new_pass()
-        self._valid = self._new_pass()
-        self._start = time.perf_counter()
+        self._reset()
 
     def after_loss(self, learner: Learner) -> None:
         acc = self._train if learner.in_train else self._valid
@@ -215,11 +214,18 @@ class Metrics:
             flat = self._write(learner.log, prefix, acc, flat)
         learner.log["time"] = elapsed
         self.history.append(dict(learner.log))
+        # also here, not only in begin_epoch: a plugin running before this one may
+        # cancel the next epoch in begin_epoch, and this one's would not run
+        self._reset()
 
     def after_fit(self, learner: Learner) -> None:
         # a fit stopped mid-epoch leaves batches behind: let their tensors go
+        self._reset()
+
+    def _reset(self) -> None:
         self._train = self._new_pass()
         self._valid = self._new_pass()
+        self._start = time.perf_counter()
 
     def _new_pass(self) -> _Pass:
         return _Pass(

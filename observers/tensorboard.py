@@ -194,8 +194,9 @@ def log_histograms(writer: Any, data: ActivationData, epoch: int) -> int:
             num=int(numel.sum()),
             sum=float((means * numel).sum()),
             sum_squares=float(squares.sum()),
-            bucket_limits=edges[1:].tolist(),
-            bucket_counts=counts.tolist(),
+            # only the filled span, so that no bucket lies outside [min, max]
+            bucket_limits=edges[filled[0] + 1 : filled[-1] + 2].tolist(),
+            bucket_counts=counts[filled[0] : filled[-1] + 1].tolist(),
             global_step=epoch,
         )
         written += 1

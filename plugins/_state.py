@@ -14,6 +14,7 @@ import random
 import shutil
 import uuid
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -64,17 +65,20 @@ def find_unsafe(obj: Any, where: str = "") -> str | None:
     :returns: ``None`` when every value is safe, else the path and type of the first
         value that is not, e.g. ``"['history'][2]: a set"``.
     """
-    if isinstance(obj, (torch.Tensor, *SAFE_SCALARS)):
+    # exact types: subclasses (numpy floats, IntEnum, namedtuple, defaultdict) pass
+    # isinstance but torch.load(weights_only=True) refuses them
+    kind = type(obj)
+    if isinstance(obj, torch.Tensor) or kind in SAFE_SCALARS:
         return None
-    if isinstance(obj, dict):
+    if kind in (dict, OrderedDict):
         for key, value in obj.items():
-            if not isinstance(key, SAFE_SCALARS):
+            if type(key) not in SAFE_SCALARS:
                 return f"{where}: a key of type {type(key).__name__}"
             found = find_unsafe(value, f"{where}[{key!r}]")
             if found:
                 return found
         return None
-    if isinstance(obj, (list, tuple)):
+    if kind in (list, tuple):
         for index, value in enumerate(obj):
             found = find_unsafe(value, f"{where}[{index}]")
             if found:
@@ -84,8 +88,30 @@ def find_unsafe(obj: Any, where: str = "") -> str | None:
 
 
 def plain(mapping: dict[str, Any]) -> dict[str, Any]:
-    """The entries of ``mapping`` whose values are safe (see :func:`find_unsafe`)."""
-    return {key: value for key, value in mapping.items() if find_unsafe(value) is None}
+    """The entries of ``mapping`` whose values are safe (see :func:`find_unsafe`).
+
+    Numbers of other types (numpy scalars, one-element tensors, int/float
+    subclasses) become Python numbers first.
+    """
+    converted = {key: _as_number(value) for key, value in mapping.items()}
+    return {key: value for key, value in converted.items() if find_unsafe(value) is None}
+
+
+def _as_number(value: Any) -> Any:
+    if type(value) in SAFE_SCALARS:
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    numpy = _numpy()
+    if numpy is not None and isinstance(value, numpy.generic):
+        return value.item()
+    return value
 
 
 def _numpy() -> ModuleType | None:
@@ -237,9 +263,15 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
                 state = torch.load(file, map_location=map_location, weights_only=True)
         except Exception as exc:  # torch raises many types (even OSError) for a damaged file
             reason = (str(exc).strip().splitlines() or [""])[0][:160]
+            if "Weights only load failed" in str(exc):
+                problem = (
+                    "it holds a type that weights_only loading refuses (a plugin state "
+                    "or log value that is not a tensor, number, str, list, tuple or dict)"
+                )
+            else:
+                problem = "the file is truncated, damaged or not a checkpoint"
             raise CheckpointError(
-                f"checkpoint {where}: cannot be loaded; the file is truncated, damaged or "
-                f"not a checkpoint ({type(exc).__name__}: {reason})"
+                f"checkpoint {where}: cannot be loaded; {problem} ({type(exc).__name__}: {reason})"
             ) from exc
     _check_layout(where, state)
     return state  # type: ignore[no-any-return]

@@ -103,7 +103,9 @@ class Checkpoint:
 
     ``last.pt`` is written every ``every`` epochs and after the fit's last epoch;
     ``best.pt`` whenever the monitored value of ``learner.log`` improves
-    (strictly; NaN never does). When another plugin stops the fit in
+    (strictly; NaN never does) on the best of the current fit: each fit starts
+    from no best, so a later fit into the same folder replaces ``best.pt`` with its
+    own best (use a folder per fit to keep both). When another plugin stops the fit in
     ``after_epoch`` before this one saved (early stopping, say), the epoch is
     saved in ``after_cancel_train``. :attr:`history` keeps every epoch's log.
 
@@ -171,6 +173,8 @@ class Checkpoint:
         self._saved_epoch = -1
         self._validating = -1
         self._end_iter: int | None = None
+        self._end_iter_epoch = -1
+        self._last_written = -1
 
     # -- events --------------------------------------------------------------
 
@@ -184,6 +188,7 @@ class Checkpoint:
             ) from exc
         self.best, self.best_epoch, self.history = None, None, []
         self._saved_epoch, self._validating, self._end_iter = -1, -1, None
+        self._last_written, self._end_iter_epoch = -1, -1
         unsafe = find_unsafe(self._plugin_states(learner), "plugins")
         if unsafe:
             raise PluginError(f"plugin 'checkpoint': cannot save {unsafe}; {SAFE_HINT}")
@@ -194,6 +199,7 @@ class Checkpoint:
 
     def begin_epoch(self, learner: Learner) -> None:
         self._end_iter = learner.n_iter + learner.iters if learner.iters else None
+        self._end_iter_epoch = learner.epoch
 
     def begin_validate(self, learner: Learner) -> None:
         self._validating = learner.epoch
@@ -202,8 +208,17 @@ class Checkpoint:
         self._end_epoch(learner, strict=True)
 
     def after_cancel_train(self, learner: Learner) -> None:
-        if self._active and self._saved_epoch != learner.epoch and self._trained(learner):
-            self._end_epoch(learner, strict=False)
+        if not self._active:
+            return
+        epoch = learner.epoch
+        if self._saved_epoch == epoch:
+            # after_epoch ran (e.g. early stopping cancelled after it) but, with
+            # every > 1, may not have written last.pt: the fit's last epoch is saved
+            if self._last_written != epoch:
+                atomic_save(self._capture(learner, complete=True), [self._folder(learner) / LAST])
+                self._last_written = epoch
+        elif self._trained(learner):
+            self._end_epoch(learner, strict=False, force_last=True)
 
     def after_fit(self, learner: Learner) -> None:
         active, self._active = self._active, False
@@ -234,7 +249,7 @@ class Checkpoint:
         atomic_save(self._capture(learner, complete=True), [target])
         return target
 
-    def _end_epoch(self, learner: Learner, strict: bool) -> None:
+    def _end_epoch(self, learner: Learner, strict: bool, force_last: bool = False) -> None:
         epoch = learner.epoch
         log = learner.log
         self.history.append(plain(dict(log)))
@@ -247,8 +262,9 @@ class Checkpoint:
                 self.best, self.best_epoch = float(value), epoch
         folder = self._folder(learner)
         targets = []
-        if (epoch + 1) % self.every == 0 or epoch == learner.epochs - 1:
+        if force_last or (epoch + 1) % self.every == 0 or epoch == learner.epochs - 1:
             targets.append(folder / LAST)
+            self._last_written = epoch
         if improved:
             targets.append(folder / BEST)
         if targets:
@@ -272,6 +288,8 @@ class Checkpoint:
         """Whether this epoch's training pass is over (validation started or all batches ran)."""
         if self._validating == learner.epoch:
             return True
+        if self._end_iter_epoch != learner.epoch:
+            return False  # this epoch's begin_epoch never reached us: nothing trained
         return self._end_iter is not None and learner.n_iter >= self._end_iter
 
     def _capture(self, learner: Learner, complete: bool) -> dict[str, Any]:

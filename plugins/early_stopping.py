@@ -216,7 +216,13 @@ class EarlyStopping:
         self._last_epoch = state["last_epoch"]
         self.stopped_epoch = state["stopped_epoch"]
         self.stopped_reason = state["stopped_reason"]
-        self._best_state = state["best_state"]
+        # the best weights only matter when this fit restores them
+        self._best_state = state["best_state"] if self.restore_best else None
+        if self.restore_best and self._best_state is None and self.best is not None:
+            print(
+                "early_stopping: the checkpoint holds no best weights (it was saved with "
+                "restore_best=false); the best weights before the resume cannot be restored"
+            )
         self._loaded = True
 
     def _evaluate(self, learner: Learner) -> None:

@@ -176,6 +176,14 @@ class LRFinder:
     def begin_validate(self, learner: Learner) -> None:
         raise CancelEpochException  # the sweep only trains
 
+    def after_cancel_train(self, learner: Learner) -> None:
+        result = self.result
+        if not result.stop_reason and len(result.lrs) < self.num_it:
+            result.stop_reason = (
+                f"stopped by another plugin (CancelTrainException) after {len(result.lrs)} "
+                f"of {self.num_it} batches"
+            )
+
     def after_fit(self, learner: Learner) -> None:
         result = self.result
         if not result.stop_reason:

@@ -67,7 +67,9 @@ class MixedPrecision:
     With ``float16`` a gradient scaler is used (its state is saved in checkpoints
     through :meth:`state_dict`); with ``bfloat16`` none is needed. Training and
     validation batches both run under autocast. :attr:`skipped` counts the steps
-    skipped in the current fit.
+    skipped in the current fit. While a scaler multiplies the gradients, the
+    factor is published as ``learner.grad_scale`` (a 0-d device tensor, else
+    ``None``) so that observers of gradients can divide it out.
 
     Checking the gradients costs one host-device synchronisation per step; with
     ``float16`` the scaler needs it, with ``bfloat16`` it can be turned off with
@@ -147,6 +149,14 @@ class MixedPrecision:
 
     def begin_batch(self, learner: Learner) -> None:
         self._leave()
+        # observers of gradients (activation_stats) divide by this; a device
+        # tensor, so reading it costs no sync
+        scaler = self.scaler
+        if scaler is not None and learner.in_train:
+            param = next(iter(learner.model.parameters()))
+            learner.grad_scale = scaler.scale(torch.ones((), device=param.device))
+        else:
+            learner.grad_scale = None
         stack = ExitStack()
         stack.enter_context(torch.autocast(self.device_type, dtype=self.amp_dtype))
         self._autocast = stack
@@ -194,6 +204,7 @@ class MixedPrecision:
     def after_fit(self, learner: Learner) -> None:
         self._leave()
         self._update()
+        learner.grad_scale = None
 
     # -- helpers -------------------------------------------------------------------
 

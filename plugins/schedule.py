@@ -85,7 +85,9 @@ class Schedule:
     ``mom`` is the momentum: ``momentum`` for SGD and RMSprop, the first of
     ``betas`` for Adam-like optimizers. ``one_cycle(...)`` on ``lr`` also
     schedules ``mom`` (0.95 to 0.85 and back) unless ``mom`` is given, and skips
-    it for an optimizer without momentum. From Python any other param-group key
+    it for an optimizer without momentum or with momentum 0 (plain
+    ``torch.optim.SGD``: pass ``opt_func=partial(SGD, momentum=0.9)`` to have it
+    cycled). From Python any other param-group key
     can be scheduled by name, e.g. ``Schedule(eps=exp(1e-6, 1e-8))``.
 
     Progress comes from ``n_epochs``, so a resumed fit picks the schedule up
@@ -183,6 +185,9 @@ class Schedule:
                         f"{', '.join(hyper_parameters(groups[0]))}"
                     )
                 slot, index = found
+                current = groups[0][slot] if index is None else groups[0][slot][index]
+                if optional and not current:
+                    continue  # momentum is off (plain SGD): one_cycle leaves it off
                 for i, group in enumerate(groups):
                     sched = funcs[i if len(funcs) > 1 else 0]
                     _check_value(key, sched, group[slot] if index is None else group[slot][index])

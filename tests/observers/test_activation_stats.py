@@ -305,3 +305,61 @@ def test_no_device_sync_during_cuda_batches() -> None:
         torch.cuda.set_sync_debug_mode("default")
     assert stats.data is not None and len(stats.data) == 6
     assert stats.data.means.isfinite().all()
+
+
+def test_gradient_range_is_not_the_activations_fixed_range() -> None:
+    stats = ActivationStats(grads=True, range_min=-7.0, range_max=7.0, report=False, save=False)
+    learner(small_cnn(), stats).fit(1)
+    assert stats.data is not None and stats.data.ranges[0] == (-7.0, 7.0)
+    assert stats.grad_data is not None and stats.grad_data.ranges[0][1] < 1.0  # gradients are small
+    with_range = ActivationStats(
+        grads=True, grad_range=0.01, range_min=0.0, range_max=10.0, report=False, save=False
+    )
+    learner(small_cnn(), with_range).fit(1)
+    assert with_range.grad_data is not None and with_range.grad_data.ranges[0] == (-0.01, 0.01)
+
+
+def test_gradients_under_a_loss_scaler_are_unscaled() -> None:
+    """float16 with a GradScaler multiplies gradients by 65536; the stats divide it out."""
+    from plugins.mixed_precision import MixedPrecision
+
+    def grad_stds(*extra: object) -> torch.Tensor:
+        stats = ActivationStats(grads=True, report=False, save=False)
+        model = small_cnn()
+        Learner(model, image_data(), lr=0.0, plugins=[stats, *extra], defaults=False).fit(1)
+        assert stats.grad_data is not None
+        return stats.grad_data.stds[:, 0]
+
+    plain = grad_stds()
+    scaled = grad_stds(MixedPrecision(dtype="float16"))
+    torch.testing.assert_close(scaled, plain, rtol=0.05, atol=0.0)
+
+
+def test_odd_capacity_keeps_rows_evenly_spaced() -> None:
+    stats = ActivationStats(max_batches=5, report=False, save=False)
+    data = image_data(n=96, bs=4)  # 24 training batches
+    learner(small_cnn(), stats, data=data).fit(1)
+    gaps = {b - a for a, b in zip(stats.iterations, stats.iterations[1:])}
+    assert len(gaps) == 1, stats.iterations
+
+
+def test_a_fit_cancelled_before_it_began_reports_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class CancelAtStart:
+        order = -200
+        active = False
+
+        def begin_fit(self, learner: Learner) -> None:
+            if self.active:
+                raise CancelTrainException
+
+    stop = CancelAtStart()
+    stats = ActivationStats(save=False)
+    fitting = learner(small_cnn(), stop, stats)
+    fitting.fit(1)
+    first = capsys.readouterr().out
+    assert "Diagnosis" in first
+    stop.active = True
+    fitting.fit(1)
+    assert "Diagnosis" not in capsys.readouterr().out

@@ -179,3 +179,26 @@ def test_table_and_markdown(tmp_path: Path) -> None:
     assert text.startswith("# Diagnosis of the activations\n")
     assert "| l0 | 0.1 | 1 | 1 | 1 | 20.0% | 70.0% | 0.0% | ok |" in text
     assert [p.name for p in path.parent.iterdir()] == ["diagnosis.md"]
+
+
+def test_signed_layers_such_as_logits_are_never_dead() -> None:
+    """Near zero means dead ReLUs only for outputs that are never negative."""
+    from engine.data import DataBunch
+    from engine.learner import Learner
+    from observers.activation_stats import ActivationStats
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 20)
+    y = torch.randint(0, 2, (64,))
+    model = torch.nn.Sequential(torch.nn.Linear(20, 2))
+    with torch.no_grad():
+        model[0].weight.mul_(0.01)  # tiny logits around 0, of both signs: nearly all near zero
+        model[0].bias.zero_()
+    stats = ActivationStats(report=False, save=False)
+    Learner(
+        model, DataBunch.from_tensors(x, y, bs=16), lr=0.0, plugins=[stats], defaults=False
+    ).fit(1)
+    assert stats.data is not None
+    report = dg.diagnose(stats.data)
+    assert report.layers[0].near_zero > 0.75
+    assert "dead" not in report.layers[0].flags

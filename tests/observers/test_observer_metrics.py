@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -224,3 +225,29 @@ def test_per_sample_loss_is_rejected(make_learner):
     learner = make_learner([Metrics()], loss_func=per_sample)
     with pytest.raises(ValueError, match=r"plugin 'metrics': the loss should be a 0-d.*\(8,\)"):
         learner.fit(1)
+
+
+def test_epoch_cancelled_before_metrics_saw_it_reports_none() -> None:
+    """A plugin ordered before metrics cancels the second training pass in begin_epoch."""
+    from engine import CancelEpochException
+    from engine import Learner
+    from tests.helpers import tiny_data
+    from tests.helpers import tiny_model
+
+    class SkipSecondTraining:
+        order = 0
+
+        def begin_epoch(self, learner: Any) -> None:
+            if learner.epoch == 1:
+                with torch.no_grad():
+                    for param in learner.model.parameters():
+                        param.zero_()  # validation of epoch 1: uniform logits, loss log(2)
+                raise CancelEpochException
+
+    metrics = Metrics()
+    Learner(tiny_model(), tiny_data(), plugins=[SkipSecondTraining(), metrics], defaults=False).fit(
+        2
+    )
+    first, second = metrics.history
+    assert first["train_loss"] is not None and second["train_loss"] is None
+    assert second["valid_loss"] == pytest.approx(math.log(2), abs=1e-6)  # this epoch's pass only

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from engine.exceptions import PluginError
@@ -81,8 +82,12 @@ def test_activation_histograms_per_epoch_match_the_recorded_data(tmp_path: Path)
         rows = [i for i, e in enumerate(data.epochs) if e == epoch]
         value = event.histogram_value
         assert event.step == epoch
-        np.testing.assert_allclose(value.bucket, data.hists[rows, 1].double().sum(0).numpy())
-        np.testing.assert_allclose(value.bucket_limit, data.edges(1)[1:].numpy())
+        counts = data.hists[rows, 1].double().sum(0)
+        filled = torch.nonzero(counts).flatten().tolist()
+        first, last = filled[0], filled[-1]
+        np.testing.assert_allclose(value.bucket, counts[first : last + 1].numpy())
+        np.testing.assert_allclose(value.bucket_limit, data.edges(1)[first + 1 : last + 2].numpy())
+        assert value.min <= value.bucket_limit[0] and value.bucket_limit[-1] <= value.max
         numel = data.numel[rows, 1]
         assert value.num == float(numel.sum())
         assert value.sum == pytest.approx(float((data.means[rows, 1] * numel).sum()))

@@ -589,3 +589,54 @@ def test_resume_a_cpu_checkpoint_on_cuda(tmp_path: Path) -> None:
     assert_same(saved["model"], {k: v.cpu() for k, v in resumed.model.state_dict().items()})
     buffers = [s["momentum_buffer"] for s in resumed.opt.state.values()]  # type: ignore[union-attr]
     assert buffers and all(b.is_cuda for b in buffers)
+
+
+def _fit_with(tmp_path: Path, epochs: int, *extra: object, **options: Any) -> Learner:
+    learner = Learner(
+        dropout_model(0),
+        shuffled_data(),
+        plugins=[TrainEval(), Metrics(), Checkpoint(**options), *extra],
+        defaults=False,
+        out_dir=tmp_path,
+    )
+    learner.fit(epochs)
+    return learner
+
+
+def test_numpy_numbers_in_the_log_are_saved_as_python_numbers(tmp_path: Path) -> None:
+    class NumpyValue:
+        order = 15
+
+        def after_epoch(self, learner: Any) -> None:
+            learner.log["valid_np"] = np.float64(0.5) - learner.epoch
+
+    _fit_with(tmp_path, 2, NumpyValue(), monitor="valid_np", mode="max")
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert [row["valid_np"] for row in state["history"]] == [0.5, -0.5]
+    assert type(state["history"][0]["valid_np"]) is float
+    assert _state.find_unsafe({"a": np.float64(1.0)}) == "['a']: a float64"
+
+
+def test_a_subclass_value_is_named_not_blamed_on_the_file() -> None:
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "a b")
+    assert _state.find_unsafe({"p": Pair(1, 2)}) == "['p']: a Pair"
+
+
+def test_an_epoch_cancelled_at_its_start_is_not_saved_as_trained(tmp_path: Path) -> None:
+    stop = Raiser(
+        "begin_epoch", CancelTrainException(), lambda learner: learner.epoch == 2, order=0
+    )
+    _fit_with(tmp_path, 4, stop)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1
+    assert [row["epoch"] for row in state["history"]] == [0, 1]
+
+
+def test_early_stop_with_every_2_still_writes_the_last_epoch(tmp_path: Path) -> None:
+    stop = Raiser(
+        "after_epoch", CancelTrainException(), lambda learner: learner.epoch == 2, order=100
+    )
+    _fit_with(tmp_path, 6, stop, every=2)
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 2

@@ -314,3 +314,16 @@ def test_resuming_from_a_checkpoint_decides_as_the_uninterrupted_fit(
         assert torch.equal(learner.model.state_dict()[key], value), key
     restored = "(restored from the checkpoint)" in capsys.readouterr().out
     assert restored == (crash_at is None)
+
+
+def test_resumed_state_brings_best_weights_only_when_restoring() -> None:
+    saved = EarlyStopping(restore_best=True)
+    saved.best, saved.best_epoch, saved.wait = 0.5, 0, 1
+    saved._best_state = {"weight": torch.zeros(2, 3), "bias": torch.zeros(2)}
+    state = saved.state_dict()
+    not_restoring = EarlyStopping(restore_best=False)
+    not_restoring.load_state_dict(state)
+    assert not_restoring._best_state is None and not_restoring.best == 0.5
+    restoring = EarlyStopping(restore_best=True)
+    restoring.load_state_dict(state)
+    assert restoring._best_state is not None

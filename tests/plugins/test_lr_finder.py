@@ -328,3 +328,23 @@ def test_checkpoint_and_early_stopping_sit_out_the_sweep(tmp_path: Path) -> None
     assert not (tmp_path / "checkpoints").exists() and not list(tmp_path.iterdir())
     learner.fit(1)
     assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_stop_reason_names_another_plugin_that_cancelled() -> None:
+    from engine import CancelTrainException
+
+    class StopAtFive:
+        order = 50
+        batches = 0
+
+        def after_batch(self, learner: Any) -> None:
+            self.batches += 1
+            if self.batches == 5:
+                raise CancelTrainException
+
+    learner = Learner(tiny_model(), tiny_data(), plugins=[StopAtFive()], defaults=False)
+    result = lr_find(learner, num_it=20, stop_div=False)
+    assert (
+        result.stop_reason
+        == "stopped by another plugin (CancelTrainException) after 5 of 20 batches"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -225,11 +226,17 @@ def test_mom_and_beta2_go_into_adam_betas() -> None:
 
 
 def test_one_cycle_also_cycles_sgd_momentum() -> None:
-    learner = fit(["schedule:lr=one_cycle(0.4)"], epochs=2)
+    momentum_sgd = functools.partial(torch.optim.SGD, momentum=0.9)
+    learner = fit(["schedule:lr=one_cycle(0.4)"], epochs=2, opt_func=momentum_sgd)
     sched = one_cycle(0.4)
     progress = expected_progress(2, 2)
     assert recorded(learner) == [[sched(p) for p in progress]]
     assert recorded(learner, "momentum") == [[sched.companions["mom"](p) for p in progress]]
+
+
+def test_one_cycle_leaves_momentum_off_for_plain_sgd() -> None:
+    learner = fit(["schedule:lr=one_cycle(0.4)"], epochs=1)
+    assert set(recorded(learner, "momentum")[0]) == {0.0}
 
 
 def test_one_cycle_skips_momentum_an_optimizer_lacks() -> None:
