@@ -39,6 +39,7 @@ from typing import Literal
 
 from engine.exceptions import PluginError
 from engine.hookspecs import hookimpl
+from plugins._monitor import infer_mode
 from plugins._state import FORMAT
 from plugins._state import SAFE_HINT
 from plugins._state import VERSION
@@ -73,29 +74,6 @@ BEST = "best.pt"
 """Written whenever the monitored value improves."""
 INTERRUPTED = "interrupted.pt"
 """Written when Ctrl-C ends a fit: the state at the interruption."""
-
-_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "perplexity")
-_HIGHER_IS_BETTER = ("acc", "f1", "precision", "recall", "auc", "score")
-
-
-def infer_mode(monitor: str) -> Literal["min", "max"]:
-    """``min`` for losses and errors, ``max`` for accuracies and scores.
-
-    >>> infer_mode("valid_loss"), infer_mode("valid_accuracy")
-    ('min', 'max')
-
-    :param monitor: a key of ``learner.log``.
-    :raises ValueError: the name says neither.
-    """
-    lowered = monitor.lower()
-    if any(word in lowered for word in _LOWER_IS_BETTER):
-        return "min"
-    if any(word in lowered for word in _HIGHER_IS_BETTER):
-        return "max"
-    raise ValueError(
-        f"plugin 'checkpoint': cannot tell whether monitor {monitor!r} is better low or "
-        "high; set mode=min or mode=max"
-    )
 
 
 class Checkpoint:
@@ -157,7 +135,7 @@ class Checkpoint:
         self.dir = Path(dir) if dir is not None else None
         self.monitor = monitor
         self.mode: Literal["min", "max"] = (
-            (infer_mode(monitor) if monitor else "min") if mode == "auto" else mode
+            (infer_mode(monitor, "checkpoint") if monitor else "min") if mode == "auto" else mode
         )
         self.every = every
         self.resume_path = Path(resume) if resume is not None else None

@@ -11,7 +11,6 @@ the epoch, so the epoch it stops at is logged like the others.
 from __future__ import annotations
 
 import math
-import re
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -22,34 +21,10 @@ import torch
 
 from engine.exceptions import CancelTrainException
 from engine.hookspecs import hookimpl
+from plugins._monitor import infer_mode
 
 if TYPE_CHECKING:
     from engine.learner import Learner
-
-MIN_WORDS = frozenset({"loss", "error", "err", "mse", "mae", "rmse", "nll", "perplexity"})
-"""Words of a metric's name that mean lower is better (``mode="auto"``)."""
-
-MAX_WORDS = frozenset({"accuracy", "acc", "f1", "auc", "precision", "recall", "iou", "dice", "r2"})
-"""Words of a metric's name that mean higher is better (``mode="auto"``)."""
-
-
-def infer_mode(monitor: str) -> Literal["min", "max"]:
-    """``min`` or ``max`` from the words of a metric's name (split on ``_``, ``-``, ``.``).
-
-    >>> infer_mode("valid_loss"), infer_mode("valid_accuracy"), infer_mode("error_rate")
-    ('min', 'max', 'min')
-
-    :param monitor: the metric's name.
-    :raises ValueError: the name has words of both kinds, or of neither.
-    """
-    words = set(re.split(r"[_\-.\s]+", monitor.lower()))
-    low, high = bool(words & MIN_WORDS), bool(words & MAX_WORDS)
-    if low != high:
-        return "min" if low else "max"
-    raise ValueError(
-        f"plugin 'early_stopping': cannot tell whether {monitor!r} should go down or up; "
-        "give mode='min' or mode='max' (-p early_stopping:monitor=...,mode=min)"
-    )
 
 
 class EarlyStopping:
@@ -125,7 +100,9 @@ class EarlyStopping:
                 f"None, got {divergence_threshold!r}"
             )
         self.monitor = monitor
-        self.mode: Literal["min", "max"] = infer_mode(monitor) if mode == "auto" else mode
+        self.mode: Literal["min", "max"] = (
+            infer_mode(monitor, "early_stopping") if mode == "auto" else mode
+        )
         """``min`` or ``max``, resolved from ``auto``."""
         self.patience = patience
         self.min_delta = float(min_delta)

@@ -548,8 +548,8 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
         ),
         (
             {"monitor": "speed"},
-            "plugin 'checkpoint': cannot tell whether monitor 'speed' is better low or high; "
-            "set mode=min or mode=max",
+            "plugin 'checkpoint': cannot tell whether 'speed' should go down or up; give "
+            "mode='min' or mode='max' (-p checkpoint:monitor=speed,mode=min)",
         ),
     ],
 )

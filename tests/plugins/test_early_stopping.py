@@ -246,7 +246,7 @@ def test_mode_is_inferred_from_the_name(monitor: str, mode: str) -> None:
         ({"patience": 0}, "patience should be an integer >= 1 .*got 0"),
         ({"mode": "average"}, "mode should be 'min', 'max' or 'auto', got 'average'"),
         ({"monitor": "loss_accuracy"}, "cannot tell whether 'loss_accuracy' should go down or up"),
-        ({"monitor": "score"}, "cannot tell whether 'score' should go down or up; give mode="),
+        ({"monitor": "speed"}, "cannot tell whether 'speed' should go down or up; give mode="),
         ({"min_delta": -0.1}, "min_delta should be a number >= 0, got -0.1"),
         ({"divergence_threshold": math.nan}, "divergence_threshold should be a finite number"),
     ],
