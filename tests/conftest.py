@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 from engine.data import DataBunch
@@ -16,6 +17,16 @@ from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Each test on one intra-op thread: the tensors are tiny, and on a busy 2-core
+    machine thread hand-offs cost far more than they save. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,6 @@ from torch import nn
 from demos.resnet18 import main
 from demos.resnet18 import small_resnet18
 from demos.resnet18 import swap_layers
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_small_resnet18_takes_one_channel_8x8_images() -> None:

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from demos.schedules import lesson_schedule
 from demos.schedules import main
 from plugins.schedule import combine
 from plugins.schedule import cos
 from plugins.schedule import parse
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_lesson_schedule_is_combine_scheds_of_notebook_06() -> None:

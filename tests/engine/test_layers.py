@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,14 +16,6 @@ from engine.layers import InstanceNorm
 from engine.layers import LayerNorm
 from engine.layers import RunningBatchNorm
 from engine.layers import group_norm
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _batches(*sizes: int, nf: int = 3, side: int = 4) -> list[torch.Tensor]:

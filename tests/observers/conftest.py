@@ -127,13 +127,3 @@ class SyncCounter:
 def sync_counter(monkeypatch: pytest.MonkeyPatch) -> SyncCounter:
     """Count host reads of tensors while ``counter.active`` is true."""
     return SyncCounter(monkeypatch)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run each test on one intra-op thread: the tensors are tiny, and on a busy
-    machine thread hand-offs cost far more than they save."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -26,11 +26,6 @@ from plugins.train_eval import TrainEval
 from tests.helpers import Spy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 class Raiser:
     """Raises ``exc`` at ``event`` when ``when(learner)`` is true."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import csv
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,6 @@ from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 
 NAN = float("nan")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Scripted:

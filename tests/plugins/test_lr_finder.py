@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import functools
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,6 @@ from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 
 FINDER_EVENTS = ["begin_fit", "begin_batch", "after_loss", "begin_validate", "after_fit"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def closed_form(min_lr: float, max_lr: float, num_it: int) -> list[float]:

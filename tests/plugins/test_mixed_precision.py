@@ -31,11 +31,6 @@ EVENTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 class Probe(nn.Module):
     """A linear layer that records whether autocast is on and what dtype it produces."""
 

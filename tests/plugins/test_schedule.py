@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,14 +28,6 @@ from tests.helpers import tiny_model
 
 PROGRESS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 LESSON_06 = "combine([0.5,0.5],[cos(0.2,1.0),cos(1.0,0.1)])"
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Raiser:
