@@ -44,3 +44,11 @@ def as_dtype_of(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 def channel_shape(x: torch.Tensor) -> tuple[int, ...]:
     """The shape ``(1, C, 1, ...)`` that broadcasts per-channel values over ``x``."""
     return (1, x.shape[1]) + (1,) * (x.dim() - 2)
+
+
+def check_momentum(mom: object, layer: str) -> float:
+    """Return ``mom`` if it is a number in (0, 1] (the weight of the new value), else raise."""
+    value = check_number(mom, layer, "mom", 0.0, "0.1")
+    if value > 1:
+        raise ValueError(f"{layer}: mom should be in (0, 1] like 0.1, got {mom!r}")
+    return value

@@ -26,6 +26,7 @@ from engine._layer_checks import as_dtype_of
 from engine._layer_checks import channel_shape
 from engine._layer_checks import check_channels
 from engine._layer_checks import check_input
+from engine._layer_checks import check_momentum
 from engine._layer_checks import check_number
 from engine.running_batchnorm import RunningBatchNorm
 
@@ -105,9 +106,7 @@ class BatchNorm(nn.Module):
     def __init__(self, nf: int, mom: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.nf = check_channels(nf, "BatchNorm")
-        self.mom = check_number(mom, "BatchNorm", "mom", 0.0, "0.1")
-        if self.mom > 1:
-            raise ValueError(f"BatchNorm: mom should be in (0, 1] like 0.1, got {mom!r}")
+        self.mom = check_momentum(mom, "BatchNorm")
         self.eps = check_number(eps, "BatchNorm", "eps", 0.0, "1e-5")
         self.mult = nn.Parameter(torch.ones(nf))
         self.add = nn.Parameter(torch.zeros(nf))

@@ -11,6 +11,7 @@ from engine._layer_checks import as_dtype_of
 from engine._layer_checks import channel_shape
 from engine._layer_checks import check_channels
 from engine._layer_checks import check_input
+from engine._layer_checks import check_momentum
 from engine._layer_checks import check_number
 
 
@@ -61,9 +62,7 @@ class RunningBatchNorm(nn.Module):
     def __init__(self, nf: int, mom: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
         self.nf = check_channels(nf, "RunningBatchNorm")
-        self.mom = check_number(mom, "RunningBatchNorm", "mom", 0.0, "0.1")
-        if self.mom > 1:
-            raise ValueError(f"RunningBatchNorm: mom should be in (0, 1] like 0.1, got {mom!r}")
+        self.mom = check_momentum(mom, "RunningBatchNorm")
         self.eps = check_number(eps, "RunningBatchNorm", "eps", 0.0, "1e-5")
         self.mult = nn.Parameter(torch.ones(nf))
         self.add = nn.Parameter(torch.zeros(nf))
