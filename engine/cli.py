@@ -277,7 +277,7 @@ def _fit(args: argparse.Namespace) -> int:
     )
     learner.fit(args.epochs)
     written = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if written:
+    if written and learner.is_main:
         print(f"wrote {', '.join(written)} to {out}")
     return 0
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.data import Sampler
 
 
 class TensorLoader:
@@ -53,19 +54,54 @@ class TensorLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank = 0
+        self.world_size = 1
+        self.pad = True
+
+    def shard(self, rank: int, world_size: int, pad: bool = True) -> TensorLoader:
+        """Yield only rank ``rank``'s share of each pass, in place; returns self.
+
+        Every rank draws the same order (same seed); sample ``i`` of it goes to rank
+        ``i % world_size``, as with ``DistributedSampler``. So batch ``t`` of all
+        the ranks together is batch ``t`` of one process with ``world_size`` times
+        the batch size. ``pad`` repeats the first samples of the order so every rank
+        gets as many (the ranks must run as many training batches); without it the
+        shards differ by at most one sample. ``shard(0, 1)`` undoes it.
+
+        :param rank: this process's rank.
+        :param world_size: the number of ranks.
+        :param pad: give every rank as many samples.
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank should be in [0, {world_size}), got {rank}")
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        return self
+
+    def _shard_size(self) -> int:
+        n, w = len(self.x), self.world_size
+        return math.ceil(n / w) if self.pad else len(range(self.rank, n, w))
 
     def __len__(self) -> int:
-        n = len(self.x)
+        n = self._shard_size()
         return n // self.bs if self.drop_last else math.ceil(n / self.bs)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
-        stop = (n // self.bs) * self.bs if self.drop_last else n
-        if not self.shuffle:
+        size = self._shard_size()
+        stop = (size // self.bs) * self.bs if self.drop_last else size
+        if self.world_size == 1 and not self.shuffle:
             for start in range(0, stop, self.bs):
                 yield self.x[start : start + self.bs], self.y[start : start + self.bs]
             return
-        order = torch.randperm(n, generator=self.generator).to(self.x.device)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.x.device)
+        else:
+            order = torch.arange(n, device=self.x.device)
+        if self.world_size > 1:
+            if self.pad and size * self.world_size > n:
+                extra = size * self.world_size - n
+                order = torch.cat([order, order.repeat(math.ceil(extra / n))[:extra]])
+            order = order[self.rank :: self.world_size]
         for start in range(0, stop, self.bs):
             idx = order[start : start + self.bs]
             yield self.x[idx], self.y[idx]
@@ -77,10 +113,64 @@ class TensorLoader:
         return self
 
     def __repr__(self) -> str:
+        shard = f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else ""
         return (
             f"TensorLoader({len(self.x)} samples, bs={self.bs}, shuffle={self.shuffle}, "
-            f"seed={self.seed})"
+            f"seed={self.seed}{shard})"
         )
+
+
+class ShardSampler(Sampler[int]):
+    """One rank's share of a dataset's indices, like ``DistributedSampler``.
+
+    Each epoch's order comes from ``seed + epoch`` (call :meth:`set_epoch`), the
+    same on every rank; index ``i`` of it goes to rank ``i % world_size``. Unlike
+    ``DistributedSampler``, ``pad=False`` gives uneven shards without repeating
+    samples, for validation passes that should count each sample once.
+
+    :param n: the dataset's length.
+    :param rank: this process's rank.
+    :param world_size: the number of ranks.
+    :param shuffle: a new order each epoch; otherwise ``0..n-1``.
+    :param seed: seeds the shuffling, with the epoch.
+    :param pad: repeat the first indices so every rank gets as many.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        rank: int,
+        world_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        pad: bool = True,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank should be in [0, {world_size}), got {rank}")
+        self.n, self.rank, self.world_size = n, rank, world_size
+        self.shuffle, self.seed, self.pad = shuffle, seed, pad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s order from the next pass on."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.pad:
+            return math.ceil(self.n / self.world_size)
+        return len(range(self.rank, self.n, self.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=generator)
+        else:
+            order = torch.arange(self.n)
+        total = len(self) * self.world_size
+        if self.pad and self.n and total > self.n:
+            extra = total - self.n
+            order = torch.cat([order, order.repeat(math.ceil(extra / self.n))[:extra]])
+        return iter(order[self.rank : total if self.pad else None : self.world_size].tolist())
 
 
 @dataclass
@@ -119,3 +209,15 @@ class DataBunch:
         if x_valid is not None and y_valid is not None:
             valid = TensorLoader(x_valid, y_valid, valid_bs or 2 * bs, shuffle=False)
         return cls(train, valid, **kwargs)
+
+
+def as_databunch(data: Any) -> DataBunch:
+    """``data`` itself, or a :class:`DataBunch` of a ``(train, valid)`` pair."""
+    if isinstance(data, DataBunch):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return DataBunch(data[0], data[1])
+    raise TypeError(
+        f"data should be a DataBunch or a (train_loader, valid_loader) pair, got "
+        f"{type(data).__name__}"
+    )

@@ -25,6 +25,16 @@ from engine.bus import plugin_name
 from engine.config import Config
 from engine.config import load_config
 from engine.data import DataBunch
+from engine.data import as_databunch
+from engine.distributed import CANCEL_BATCH
+from engine.distributed import CANCEL_EPOCH
+from engine.distributed import CANCEL_TRAIN
+from engine.distributed import GOING_ON
+from engine.distributed import PASS_OVER
+from engine.distributed import Distributed
+from engine.distributed import PassOver
+from engine.distributed import is_agreed
+from engine.distributed import strongest
 from engine.exceptions import CancelBatchException
 from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelException
@@ -51,12 +61,19 @@ class Learner:
     - ``xb``, ``yb``, ``pred``, ``loss``: replaceable by receivers of the event
       that sets them and of the following ones
     - ``log``: per-epoch values observers write (``train_loss``...), new each epoch
-    - ``out_dir``: where observers write files, or ``None``
+    - ``out_dir``: where observers write files, or ``None`` (always on the
+      ranks but 0 of a distributed fit, so that files are written once)
     - ``error``: in ``after_fit``, the exception (or KeyboardInterrupt) ending the
       fit, else ``None``
     - ``grad_scale``: the factor a loss scaler multiplies this batch's gradients
       by (a 0-d tensor, set by ``mixed_precision``), else ``None``
     - ``plugins``: the attached plugins by name, in the order they run
+    - ``dist``: in a distributed fit (set by ``ddp``), the
+      :class:`~engine.distributed.Distributed` of this process, else ``None``;
+      ``rank``, ``world_size`` and ``is_main`` (rank 0: the one that prints and
+      writes files) read it
+    - ``model_wrapper``: a module wrapping ``model`` that the loop calls in its
+      place (``DistributedDataParallel``, set by ``ddp``), else ``None``
 
     :param model: the network.
     :param data: a :class:`~engine.data.DataBunch`, or a ``(train, valid)`` pair of
@@ -95,12 +112,12 @@ class Learner:
         if not (isinstance(lr, (int, float)) and lr >= 0):
             raise ValueError(f"lr should be a non-negative number, got {lr!r}")
         self.model = model
-        self.data = _as_databunch(data)
+        self.data = as_databunch(data)
         self.loss_func = loss_func
         self.opt_func = opt_func
         self.lr = float(lr)
         self.opt: torch.optim.Optimizer | None = None
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._out_dir = Path(out_dir) if out_dir is not None else None
         self.epoch = 0
         self.epochs = 0
         self.n_epochs = 0.0
@@ -116,6 +133,8 @@ class Learner:
         self.log: dict[str, Any] = {}
         self.error: BaseException | None = None
         self.grad_scale: torch.Tensor | None = None
+        self.dist: Distributed | None = None
+        self.model_wrapper: nn.Module | None = None
         self.plugins = PluginBus(self)
         self._trace = False
         self._fitting = False
@@ -134,6 +153,29 @@ class Learner:
             self.plugins.add(item.create(), item.spec.name)
         for plugin in objects:
             self.plugins.add(plugin)
+
+    @property
+    def out_dir(self) -> Path | None:
+        return self._out_dir if self.is_main else None
+
+    @out_dir.setter
+    def out_dir(self, value: str | Path | None) -> None:
+        self._out_dir = Path(value) if value is not None else None
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a distributed fit; 0 otherwise."""
+        return self.dist.rank if self.dist is not None else 0
+
+    @property
+    def world_size(self) -> int:
+        """The number of processes training together; 1 unless distributed."""
+        return self.dist.world_size if self.dist is not None else 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process prints and writes files: rank 0, or the only one."""
+        return self.dist is None or self.dist.rank == 0
 
     def add_plugin(self, plugin: object, name: str | None = None) -> object:
         """Attach a plugin object; returns it. Names must be unique."""
@@ -179,6 +221,7 @@ class Learner:
         self._trace = tracing()
         self._fitting = True
         self.error = None
+        self.dist = None  # ddp sets it again in begin_fit
         try:
             self._emit(ev.begin_fit)
             # a begin_fit receiver may move the start (resuming from a checkpoint)
@@ -190,7 +233,10 @@ class Learner:
                     with torch.no_grad():
                         self._one_pass(self.data.valid_dl, False, ev.begin_validate)
                 self._emit(ev.after_epoch)
-        except CancelTrainException:
+            self._sync(GOING_ON)  # a rank may have cancelled in the last after_epoch
+        except CancelTrainException as exc:
+            if not is_agreed(exc):
+                self._sync(CANCEL_TRAIN)  # tell the other ranks
             self._emit(ev.after_cancel_train)
         except BaseException as exc:
             self.error = exc  # after_fit receivers see why the fit ended
@@ -207,7 +253,12 @@ class Learner:
             self._emit(begin)
             for self.iter, batch in enumerate(dl):
                 self._one_batch(batch)
-        except CancelEpochException:
+            self._sync(PASS_OVER)
+        except PassOver:
+            pass  # another rank had no batch left: so does this one
+        except CancelEpochException as exc:
+            if not is_agreed(exc):
+                self._sync(CANCEL_EPOCH)
             self._emit(ev.after_cancel_epoch)
 
     def _one_batch(self, batch: Any) -> None:
@@ -220,23 +271,45 @@ class Learner:
                 f"a batch should be a pair (inputs, targets), got {type(batch).__name__}; "
                 "wrap the loader so it yields (xb, yb)"
             ) from None
+        # in a distributed fit, the ranks agree before each collective operation
+        # (buffers broadcast in forward, gradients all-reduced in backward)
+        agree = self.dist is not None and self.in_train
         try:
             self._emit(ev.begin_batch)
-            self.pred = self.model(self.xb)
+            if agree:
+                self._sync(GOING_ON)
+            model = self.model if self.model_wrapper is None else self.model_wrapper
+            self.pred = model(self.xb)
             self._emit(ev.after_pred)
             self.loss = self.loss_func(self.pred, self.yb)
             self._emit(ev.after_loss)
             if self.in_train:
+                if agree:
+                    self._sync(GOING_ON)
+                    agree = False  # after backward, a batch's cancellation is local
                 self.loss.backward()
                 self._emit(ev.after_backward)
                 self.opt.step()  # type: ignore[union-attr]
                 self._emit(ev.after_step)
                 self.opt.zero_grad()  # type: ignore[union-attr]
-        except CancelBatchException:
+        except CancelBatchException as exc:
+            if agree and not is_agreed(exc):
+                self._sync(CANCEL_BATCH)
             # A batch cancelled after backward keeps its gradients (gradient
             # accumulation relies on it); zero them in after_cancel_batch if needed.
             self._emit(ev.after_cancel_batch)
         self._emit(ev.after_batch)
+
+    def _sync(self, saying: int) -> None:
+        """A sync point of a distributed fit: raise what the ranks agreed on.
+
+        Does nothing in a single-process fit. See :mod:`engine.distributed`.
+        """
+        if self.dist is None:
+            return
+        exc = strongest(self.dist.agree(saying), saying)
+        if exc is not None:
+            raise exc
 
     def _emit(self, signal: NamedSignal) -> None:
         if ev.OrderedSignal.generation != self._generation:
@@ -318,15 +391,4 @@ def _length(dl: Iterable[Any]) -> int:
     try:
         return len(dl)  # type: ignore[arg-type]
     except TypeError:
-        return 0  # an iterable without a length (e.g. an IterableDataset's loader)
-
-
-def _as_databunch(data: Any) -> DataBunch:
-    if isinstance(data, DataBunch):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return DataBunch(data[0], data[1])
-    raise TypeError(
-        f"data should be a DataBunch or a (train_loader, valid_loader) pair, got "
-        f"{type(data).__name__}"
-    )
+        return 0  # e.g. an IterableDataset's loader

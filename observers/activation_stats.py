@@ -297,7 +297,7 @@ class ActivationStats:
         if self.data is None:
             return
         result = diagnose(self.data, batch_size=self.batch_size, layer_types=self.layer_types)
-        if self.report:
+        if self.report and learner.is_main:
             print(result.table(), file=sys.stdout)
         if self.save and learner.out_dir is not None:
             from observers.activation_plots import save_activation_plots

@@ -70,7 +70,8 @@ class CSVLogger:
     def begin_fit(self, learner: Learner) -> None:
         self._close()
         self.fieldnames = None
-        self.file_path = self.resolve(learner.out_dir)
+        # in a distributed fit, rank 0 alone writes (even to an absolute path)
+        self.file_path = self.resolve(learner.out_dir) if learner.is_main else None
         if self.file_path is None:
             return
         self.file_path.parent.mkdir(parents=True, exist_ok=True)

@@ -210,8 +210,18 @@ class Metrics:
         # the one host-device synchronisation of the epoch
         flat: list[float] = torch.cat(parts).tolist() if parts else []
         elapsed = time.perf_counter() - self._start
-        for prefix, acc in zip(("train", "valid"), passes):
-            flat = self._write(learner.log, prefix, acc, flat)
+        totals = []
+        for acc in passes:
+            part, flat = self._totals(acc, flat)
+            totals.append(part)
+        if learner.dist is not None:
+            # every rank reports the numbers of all the ranks' samples together
+            summed = learner.dist.sum([v for part in totals for v in part] + [elapsed])
+            width = len(totals[0])
+            totals = [summed[:width], summed[width : 2 * width]]
+            elapsed = summed[-1] / learner.dist.world_size
+        for prefix, part in zip(("train", "valid"), totals):
+            self._write(learner.log, prefix, part)
         learner.log["time"] = elapsed
         self.history.append(dict(learner.log))
         # also here, not only in begin_epoch: a plugin running before this one may
@@ -261,33 +271,45 @@ class Metrics:
         # at least float32, so that integer counts stay exact whatever the loss dtype
         return [row if row.dtype == torch.float64 else row.float() for row in rows]
 
-    def _write(
-        self, log: dict[str, Any], prefix: str, acc: _Pass, flat: list[float]
-    ) -> list[float]:
-        """Put one pass's averages in ``log``; returns what is left of ``flat``."""
+    def _totals(self, acc: _Pass, flat: list[float]) -> tuple[list[float], list[float]]:
+        """One pass's sums: samples, loss, predictions compared, right ones, metrics.
+
+        Sums (weighted by batch size), not means, so the ranks of a distributed fit
+        can add theirs. Returns them and what is left of ``flat``.
+        """
         n_batches = len(acc.sizes)
-        total = sum(acc.sizes)
-        if not n_batches or not total:
+        sums = [float(sum(acc.sizes)), 0.0, float(acc.compared), 0.0]
+        sums += [0.0] * len(self._callables)
+        if not n_batches:
+            return sums, flat
+        sums[1] = _weighted(flat[:n_batches], acc.sizes)
+        flat = flat[n_batches:]
+        if self._argmax:
+            n_hits = len(acc.hits)
+            sums[3] = math.fsum(flat[:n_hits])
+            flat = flat[n_hits:]
+        for i in range(len(self._callables)):
+            sums[4 + i] = _weighted(flat[:n_batches], acc.sizes)
+            flat = flat[n_batches:]
+        return sums, flat
+
+    def _write(self, log: dict[str, Any], prefix: str, sums: list[float]) -> None:
+        """Put one pass's averages, from :meth:`_totals`, in ``log``."""
+        total, loss, compared, right = sums[:4]
+        if not total:
             log[f"{prefix}_loss"] = None
             for name in self.funcs:
                 log[f"{prefix}_{name}"] = None
-            return flat
-        log[f"{prefix}_loss"] = _weighted(flat[:n_batches], acc.sizes) / total
-        flat = flat[n_batches:]
+            return
+        log[f"{prefix}_loss"] = loss / total
         values: dict[str, float | None] = {}
-        if self._argmax:
-            n_hits = len(acc.hits)
-            right = math.fsum(flat[:n_hits])
-            flat = flat[n_hits:]
-            for name, wrong in self._argmax.items():
-                count = acc.compared - right if wrong else right
-                values[name] = count / acc.compared if acc.compared else None
-        for name in self._callables:
-            values[name] = _weighted(flat[:n_batches], acc.sizes) / total
-            flat = flat[n_batches:]
+        for name, wrong in self._argmax.items():
+            count = compared - right if wrong else right
+            values[name] = count / compared if compared else None
+        for name, value in zip(self._callables, sums[4:]):
+            values[name] = value / total
         for name in self.funcs:
             log[f"{prefix}_{name}"] = values[name]
-        return flat
 
 
 def _weighted(values: Sequence[float], weights: Sequence[int]) -> float:

@@ -69,6 +69,8 @@ class Progress:
         self.bar = bar
         """The option as given: ``True``, ``False`` or ``None`` (auto)."""
         self.use_bar = False
+        self.shown = True
+        """Whether this process prints (rank 0 of a distributed fit; set at begin_fit)."""
         """Whether bars are shown during the current fit (``bar`` resolved at begin_fit)."""
         self._pbar: tqdm[Any] | None = None
         self._next_refresh = 0.0
@@ -77,7 +79,10 @@ class Progress:
 
     def begin_fit(self, learner: Learner) -> None:
         self._close()
-        self.use_bar = self.bar if self.bar is not None else _is_terminal(sys.stderr)
+        self.shown = learner.is_main  # in a distributed fit, rank 0 alone shows progress
+        self.use_bar = self.shown and (
+            self.bar if self.bar is not None else _is_terminal(sys.stderr)
+        )
         self._keys = None
 
     def begin_epoch(self, learner: Learner) -> None:
@@ -101,7 +106,8 @@ class Progress:
 
     def after_epoch(self, learner: Learner) -> None:
         self._close()
-        self._print_row(learner.log)
+        if self.shown:
+            self._print_row(learner.log)
 
     def after_fit(self, learner: Learner) -> None:
         self._close()

@@ -89,6 +89,8 @@ class TensorBoard:
 
     def begin_fit(self, learner: Learner) -> None:
         self._close()
+        if not learner.is_main:
+            return  # in a distributed fit, rank 0 alone writes
         if self.log_dir is not None:
             folder: Path | None = Path(self.log_dir)
         elif learner.out_dir is not None:

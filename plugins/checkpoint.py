@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
 
+from engine.distributed import say
 from engine.exceptions import PluginError
 from engine.hookspecs import hookimpl
 from plugins._monitor import infer_mode
@@ -147,7 +148,7 @@ class Checkpoint:
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         """Every finished epoch's ``learner.log`` (restored when resuming)."""
-        self._active = False
+        self._active = self._writes = False
         self._saved_epoch = -1
         self._validating = -1
         self._end_iter: int | None = None
@@ -157,9 +158,11 @@ class Checkpoint:
     # -- events --------------------------------------------------------------
 
     def begin_fit(self, learner: Learner) -> None:
-        self.directory = self._folder(learner)
+        self._writes = learner.is_main  # in a distributed fit, rank 0 alone writes
+        self.directory = self._folder(learner) if self._writes else None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            if self.directory is not None:
+                self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise PluginError(
                 f"plugin 'checkpoint': cannot create the folder {self.directory}: {exc}"
@@ -186,7 +189,7 @@ class Checkpoint:
         self._end_epoch(learner, strict=True)
 
     def after_cancel_train(self, learner: Learner) -> None:
-        if not self._active:
+        if not (self._active and self._writes):
             return
         epoch = learner.epoch
         if self._saved_epoch == epoch:
@@ -200,7 +203,7 @@ class Checkpoint:
 
     def after_fit(self, learner: Learner) -> None:
         active, self._active = self._active, False
-        if not (active and isinstance(learner.error, KeyboardInterrupt)):
+        if not (active and self._writes and isinstance(learner.error, KeyboardInterrupt)):
             return
         path = self._folder(learner) / INTERRUPTED
         try:
@@ -238,15 +241,15 @@ class Checkpoint:
             improved = self._better(float(value))
             if improved:
                 self.best, self.best_epoch = float(value), epoch
-        folder = self._folder(learner)
         targets = []
         if force_last or (epoch + 1) % self.every == 0 or epoch == learner.epochs - 1:
-            targets.append(folder / LAST)
+            targets.append(LAST)
             self._last_written = epoch
         if improved:
-            targets.append(folder / BEST)
-        if targets:
-            atomic_save(self._capture(learner, complete=True), targets)
+            targets.append(BEST)
+        if targets and self._writes:
+            folder = self._folder(learner)
+            atomic_save(self._capture(learner, complete=True), [folder / t for t in targets])
         self._saved_epoch = epoch
         if missing and strict:
             raise ValueError(
@@ -369,15 +372,15 @@ class Checkpoint:
             if epoch + 1 < learner.epochs
             else f"nothing is left of a fit of {learner.epochs} epoch(s)"
         )
-        print(f"checkpoint: resumed from {path} {what}; {left}")
+        say(f"checkpoint: resumed from {path} {what}; {left}")
         saved_epochs = state.get("epochs")
         if isinstance(saved_epochs, int) and saved_epochs != learner.epochs:
-            print(
+            say(
                 f"checkpoint: note: it was saved during a fit of {saved_epochs} epoch(s), this "
                 f"one has {learner.epochs}; schedules over the whole fit will differ"
             )
         for item in skipped:
-            print(f"checkpoint: not restored: {item}")
+            say(f"checkpoint: not restored: {item}")
 
 
 def _has_state(plugin: object) -> bool:

@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from engine.distributed import say
 from engine.exceptions import CancelTrainException
 from engine.hookspecs import hookimpl
 from plugins._monitor import infer_mode
@@ -182,7 +183,7 @@ class EarlyStopping:
         :param state: a dict from :meth:`state_dict` (a checkpoint's copy).
         """
         if (state.get("monitor"), state.get("mode")) != (self.monitor, self.mode):
-            print(
+            say(
                 f"early_stopping: the checkpoint monitored {state.get('monitor')!r} "
                 f"({state.get('mode')}), this fit {self.monitor!r} ({self.mode}): starting afresh"
             )
@@ -196,7 +197,7 @@ class EarlyStopping:
         # the best weights only matter when this fit restores them
         self._best_state = state["best_state"] if self.restore_best else None
         if self.restore_best and self._best_state is None and self.best is not None:
-            print(
+            say(
                 "early_stopping: the checkpoint holds no best weights (it was saved with "
                 "restore_best=false); the best weights before the resume cannot be restored"
             )
@@ -270,6 +271,9 @@ class EarlyStopping:
         self.stopped_reason = f"early_stopping: stopped after epoch {epoch}: {why}; {best}"
 
     def _announce(self, suffix: str = "") -> None:
+        learner = self._learner() if self._learner is not None else None
+        if learner is not None and not learner.is_main:
+            return  # every rank stops; rank 0 says so
         if self.verbose and self.stopped_reason is not None:
             print(self.stopped_reason + suffix, flush=True)
 

@@ -59,7 +59,7 @@ PLOT_FILE = "lr_find.png"
 
 LEARNER_ATTRIBUTES: tuple[str, ...] = (
     "lr", "epoch", "epochs", "n_epochs", "n_iter", "iters", "iter", "in_train",
-    "dl", "xb", "yb", "pred", "loss", "log", "error", "out_dir",
+    "dl", "xb", "yb", "pred", "loss", "log", "error", "_out_dir",
 )  # fmt: skip
 """The learner's attributes :func:`lr_find` saves and puts back."""
 
@@ -340,6 +340,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise LookinsideError(str(exc)) from exc
+    if not learner.is_main:
+        return 0  # every rank swept; rank 0 reports
     print(result)
     try:
         path = result.save_plot(Path(args.out) / PLOT_FILE)

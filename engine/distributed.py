@@ -1,0 +1,208 @@
+"""What a fit needs from ``torch.distributed``: ranks, agreement and reductions.
+
+A distributed fit runs one process per device (launched by ``torchrun``), each
+with its own :class:`~engine.learner.Learner`. The ``ddp`` plugin starts the
+process group and puts a :class:`Distributed` on ``learner.dist`` for the
+length of the fit; plugins read ``learner.rank``, ``learner.world_size`` and
+``learner.is_main`` rather than this module.
+
+Cancellations must be agreed: when one rank stops and the others go on to the
+next collective operation (the gradients' all-reduce in ``backward``, the
+buffers' broadcast in ``forward``), they wait for it for ever. So, during a
+distributed fit, the loop meets the other ranks at *sync points*: before each
+training forward, before each backward and at the end of each pass (and of
+the fit). At each, every rank says what it is doing (going on, cancelling the
+batch, the pass or the fit, or out of batches) and all of them act on the
+strongest answer. A rank whose own plugin raised a cancellation says so at the
+next sync point the others reach. These exchanges travel on a separate gloo
+group, on the CPU, so they never wait for a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from engine.exceptions import CancelBatchException
+from engine.exceptions import CancelEpochException
+from engine.exceptions import CancelException
+from engine.exceptions import CancelTrainException
+
+GOING_ON, CANCEL_BATCH, PASS_OVER, CANCEL_EPOCH, CANCEL_TRAIN = range(5)
+"""What a rank says at a sync point, weakest first: the strongest one any rank
+says is what every rank does."""
+
+SAYINGS = ("going on", "cancel the batch", "out of batches", "cancel the pass", "cancel the fit")
+
+
+def env_world_size() -> int:
+    """The number of processes ``torchrun`` started (``WORLD_SIZE``), 1 outside it.
+
+    :raises ValueError: ``WORLD_SIZE`` is not a positive integer.
+    """
+    raw = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise ValueError(f"WORLD_SIZE should be a positive integer, got {raw!r}")
+    return size
+
+
+def env_rank() -> tuple[int, int]:
+    """This process's ``(RANK, LOCAL_RANK)`` as ``torchrun`` set them; ``(0, 0)`` outside it."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class Distributed:
+    """This process's place in a distributed fit, and the exchanges the loop needs.
+
+    :param group: the process group the model's gradients travel on (``None``:
+        the default group).
+    :param control: a gloo group for agreement and reductions of host values.
+    :param owned: the groups were started here, and :meth:`close` ends them.
+    """
+
+    def __init__(self, group: Any = None, control: Any = None, owned: bool = False) -> None:
+        self.group = group
+        self.control = control
+        self.owned = owned
+        self.rank = dist.get_rank(group)
+        """This process's rank, 0 to ``world_size - 1``."""
+        self.world_size = dist.get_world_size(group)
+        """The number of processes in the fit."""
+        self.local_rank = env_rank()[1]
+        """This process's rank on its machine: the GPU it uses."""
+        self.backend = str(dist.get_backend(group))
+        self.agreements = 0
+        """How many sync points this process has passed (for tests and traces)."""
+
+    @classmethod
+    def start(cls, backend: str = "auto", timeout: float = 600.0) -> Distributed:
+        """Join the process group ``torchrun`` describes, unless one is running already.
+
+        :param backend: ``gloo``, ``nccl``, or ``auto`` (nccl when CUDA is
+            available, else gloo).
+        :param timeout: seconds a collective operation may wait for the others
+            before failing.
+        """
+        owned = not dist.is_initialized()
+        if owned:
+            for key in ("MASTER_ADDR", "MASTER_PORT", "RANK"):
+                if key not in os.environ:
+                    raise RuntimeError(
+                        f"WORLD_SIZE is set but {key} is not: start the processes with "
+                        "torchrun (or `lookinside fit --nproc N`), which sets both"
+                    )
+            if backend == "auto":
+                backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        control = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout))
+        return cls(None, control, owned)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0, the one that prints and writes files."""
+        return self.rank == 0
+
+    def agree(self, saying: int) -> list[int]:
+        """Meet the other ranks at a sync point; returns how many ranks said what.
+
+        :param saying: what this rank does: one of :data:`GOING_ON`...
+            :data:`CANCEL_TRAIN`.
+        :returns: per saying, the number of ranks that said it.
+        """
+        counts = torch.zeros(len(SAYINGS), dtype=torch.int64)
+        counts[saying] = 1
+        dist.all_reduce(counts, group=self.control)
+        self.agreements += 1
+        return [int(c) for c in counts.tolist()]
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Sum host numbers over the ranks (float64, on the control group)."""
+        if not values:
+            return []
+        tensor = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(tensor, group=self.control)
+        return [float(v) for v in tensor.tolist()]
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order."""
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self.control)
+        return out
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """Rank ``src``'s ``obj`` (picklable), on every rank."""
+        box = [obj]
+        dist.broadcast_object_list(box, src=src, group=self.control)
+        return box[0]
+
+    def close(self) -> None:
+        """End the groups this object started; it keeps its rank for ``is_main``."""
+        if self.control is not None and dist.is_initialized():
+            dist.destroy_process_group(self.control)
+        self.control = None
+        if self.owned and dist.is_initialized():
+            dist.destroy_process_group()
+        self.owned = False
+
+    def __repr__(self) -> str:
+        return f"<Distributed rank {self.rank} of {self.world_size}, {self.backend}>"
+
+
+def strongest(counts: list[int], mine: int) -> CancelException | None:
+    """What this rank must raise after a sync point, or ``None`` to go on.
+
+    :param counts: :meth:`Distributed.agree`'s answer.
+    :param mine: what this rank said; only a stronger saying raises.
+    :returns: the cancellation to raise, marked as agreed (see :func:`is_agreed`).
+    """
+    for saying in (CANCEL_TRAIN, CANCEL_EPOCH, PASS_OVER, CANCEL_BATCH):
+        if saying <= mine:
+            return None
+        if counts[saying]:
+            exc = _EXCEPTIONS[saying](
+                f"{SAYINGS[saying]}: agreed by all ranks ({counts[saying]} of {sum(counts)} "
+                "asked for it)"
+            )
+            exc.agreed = True  # type: ignore[attr-defined]
+            return exc
+    return None
+
+
+def is_agreed(exc: BaseException) -> bool:
+    """Whether a cancellation was raised by a sync point (the ranks already know)."""
+    return getattr(exc, "agreed", False) is True
+
+
+class PassOver(CancelException):
+    """Another rank ran out of batches: this pass ends on every rank (raised by the loop)."""
+
+
+_EXCEPTIONS: dict[int, type[CancelException]] = {
+    CANCEL_BATCH: CancelBatchException,
+    PASS_OVER: PassOver,
+    CANCEL_EPOCH: CancelEpochException,
+    CANCEL_TRAIN: CancelTrainException,
+}
+
+
+def main_process() -> bool:
+    """Whether this process should print: rank 0 of a running process group, or alone.
+
+    For code without a learner at hand; plugins read ``learner.is_main``, which
+    stays right after the fit's group has ended.
+    """
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def say(message: str) -> None:
+    """Print ``message`` on rank 0 only (see :func:`main_process`)."""
+    if main_process():
+        print(message, flush=True)
