@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -188,6 +189,14 @@ def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
     fit.add_argument(
         "--resume", metavar="PATH", help="continue from a checkpoint (= -p checkpoint:resume=PATH)"
     )
+    fit.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="train on N processes of this machine, data-parallel (runs torchrun; bs is "
+        "per process)",
+    )
     fit.set_defaults(run=_fit)
 
     plugins = commands.add_parser("plugins", help="list installed plugins and their options")
@@ -218,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     catalog = load_catalog()
     args = build_parser(catalog).parse_args(argv)
     args.catalog = catalog
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.run(args) or 0)
     except LookinsideError as exc:
@@ -245,6 +255,11 @@ def _plugins(args: argparse.Namespace) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     import torch
+
+    from engine.distributed import launch
+
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(args.nproc, ["-m", "engine.cli", *_without_nproc(args.argv)])
 
     from engine.exceptions import LookinsideError
     from engine.learner import Learner
@@ -280,6 +295,20 @@ def _fit(args: argparse.Namespace) -> int:
     if written and learner.is_main:
         print(f"wrote {', '.join(written)} to {out}")
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less ``--nproc N`` (the processes torchrun starts must not start more)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
 
 
 def _new_plugin(args: argparse.Namespace) -> int:

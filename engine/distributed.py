@@ -20,6 +20,7 @@ group, on the CPU, so they never wait for a GPU.
 
 from __future__ import annotations
 
+import itertools
 import os
 from datetime import timedelta
 from typing import Any
@@ -35,6 +36,9 @@ from engine.exceptions import CancelTrainException
 GOING_ON, CANCEL_BATCH, PASS_OVER, CANCEL_EPOCH, CANCEL_TRAIN = range(5)
 """What a rank says at a sync point, weakest first: the strongest one any rank
 says is what every rank does."""
+
+_STARTS = itertools.count(1)
+"""How many process groups this process started (the same count on every rank)."""
 
 SAYINGS = ("going on", "cancel the batch", "out of batches", "cancel the pass", "cancel the fit")
 
@@ -101,7 +105,19 @@ class Distributed:
                     )
             if backend == "auto":
                 backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+            # each fit starts a new group; a new key prefix in torchrun's store keeps
+            # it from reading the addresses the previous fit's group left there
+            from torch.distributed.distributed_c10d import PrefixStore
+            from torch.distributed.rendezvous import rendezvous
+
+            store, rank, size = next(iter(rendezvous("env://")))
+            dist.init_process_group(
+                backend,
+                store=PrefixStore(f"lookinside/{next(_STARTS)}/", store),
+                rank=rank,
+                world_size=size,
+                timeout=timedelta(seconds=timeout),
+            )
         control = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout))
         return cls(None, control, owned)
 
@@ -206,3 +222,21 @@ def say(message: str) -> None:
     """Print ``message`` on rank 0 only (see :func:`main_process`)."""
     if main_process():
         print(message, flush=True)
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Run ``python ARGS`` in ``nproc`` processes of this machine with ``torchrun``.
+
+    :param nproc: the number of processes (one per GPU, or CPU workers).
+    :param args: what follows ``python`` (``-m module ...`` or ``script.py ...``).
+    :returns: torchrun's exit status.
+    """
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={nproc}", *args]
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:  # torchrun got the Ctrl-C too and stops the processes
+        return 130

@@ -233,7 +233,7 @@ class Learner:
                     with torch.no_grad():
                         self._one_pass(self.data.valid_dl, False, ev.begin_validate)
                 self._emit(ev.after_epoch)
-            self._sync(GOING_ON)  # a rank may have cancelled in the last after_epoch
+                self._sync(GOING_ON)  # a rank may have cancelled in after_epoch
         except CancelTrainException as exc:
             if not is_agreed(exc):
                 self._sync(CANCEL_TRAIN)  # tell the other ranks
