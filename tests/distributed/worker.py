@@ -144,15 +144,20 @@ def run_cancel_cases(out: Path, names: list[str]) -> dict[str, Any]:
     return results
 
 
-def run_fit(out: Path, rank: int, epochs: int, resume: str | None) -> dict[str, Any]:
-    """A fit writing every kind of file, each rank into its own folder."""
-    folder = out / f"files{rank}"
-    plugins: list[Any] = [
-        ("checkpoint", {"dir": str(out / f"checkpoints{rank}"), "resume": resume}),
-        ("csv_logger", {"path": str(folder / "absolute.csv")}),
+def fit_plugins(ckpt_dir: Path, csv_path: Path, resume: str | None = None) -> list[Any]:
+    """The plugins of the fit the tests compare: every kind of file and a resumable state."""
+    return [
+        ("checkpoint", {"dir": str(ckpt_dir), "resume": resume}),
+        ("csv_logger", {"path": str(csv_path)}),
         "recorder",
-        "early_stopping:patience=50",
+        "early_stopping:patience=50,restore_best=false",
     ]
+
+
+def run_fit(out: Path, rank: int, epochs: int, resume: str | None) -> dict[str, Any]:
+    """A fit writing every kind of file, each rank into its own folders."""
+    folder = out / f"files{rank}"
+    plugins = fit_plugins(out / f"checkpoints{rank}", folder / "absolute.csv", resume)
     learner = make_learner(16, plugins, out=folder)
     learner.fit(epochs)
     return {
