@@ -11,7 +11,8 @@ next collective operation (the gradients' all-reduce in ``backward``, the
 buffers' broadcast in ``forward``), they wait for it for ever. So, during a
 distributed fit, the loop meets the other ranks at *sync points*: before each
 training forward, before each backward and at the end of each pass (and of
-the fit). At each, every rank says what it is doing (going on, cancelling the
+the fit; the one before the forward only when the forward communicates: a model
+with buffers that DDP broadcasts, or SyncBatchNorm). At each, every rank says what it is doing (going on, cancelling the
 batch, the pass or the fit, or out of batches) and all of them act on the
 strongest answer. A rank whose own plugin raised a cancellation says so at the
 next sync point the others reach. These exchanges travel on a separate gloo
@@ -85,6 +86,9 @@ class Distributed:
         self.backend = str(dist.get_backend(group))
         self.agreements = 0
         """How many sync points this process has passed (for tests and traces)."""
+        self.sync_forward = True
+        """Whether the training forward communicates (buffers broadcast, SyncBatchNorm),
+        so that the ranks must agree before it too, not only before the backward."""
 
     @classmethod
     def start(cls, backend: str = "auto", timeout: float = 600.0) -> Distributed:

@@ -276,7 +276,7 @@ class Learner:
         agree = self.dist is not None and self.in_train
         try:
             self._emit(ev.begin_batch)
-            if agree:
+            if agree and self.dist.sync_forward:  # type: ignore[union-attr]
                 self._sync(GOING_ON)
             model = self.model if self.model_wrapper is None else self.model_wrapper
             self.pred = model(self.xb)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data import IterableDataset
@@ -135,6 +136,11 @@ class DDP:
             find_unused_parameters=self.find_unused,
             **sync,
         )
+        # the forward communicates only to broadcast buffers, or in SyncBatchNorm
+        model = learner.model
+        self.dist.sync_forward = (
+            self.broadcast_buffers and next(iter(model.buffers()), None) is not None
+        ) or any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
         if self.shard:
             self._shard_loaders(learner)
 

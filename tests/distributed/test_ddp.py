@@ -61,8 +61,8 @@ def ranks(folder: Path) -> list[dict[str, Any]]:
 
 def assert_weights_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    for key, value in a.items():
+        torch.testing.assert_close(value, b[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
 def single_fit(folder: Path, epochs: int, resume: str | None = None) -> Any:
@@ -203,9 +203,9 @@ def test_a_cancellation_on_one_rank_stops_both_alike(
 
 def test_fit_nproc_trains_on_two_processes_and_reports_once(tmp_path: Path) -> None:
     out = tmp_path / "out"
+    command = [sys.executable, "-m", "engine.cli", "fit", "--nproc", "2", "--epochs", "1"]
     result = run(
-        [sys.executable, "-m", "engine.cli", "fit", "--nproc", "2", "--epochs", "1"]
-        + ["--out", str(out), "--no-config", "-p", "no:recorder", "-p", "device:device=cpu"]
+        [*command, "--out", str(out), "--no-config", "-p", "no:recorder", "-p", "device:device=cpu"]
     )
     lines = result.stdout.splitlines()
     assert sum(line.split() == ["epoch", *HEADER] for line in lines) == 1

@@ -8,6 +8,7 @@ loop says at each sync point and answering with scripted counts.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,10 @@ def _loader(n: int, bs: int, shuffle: bool = True, seed: int = 7, **kw: Any) -> 
     return TensorLoader(x, torch.arange(n), bs=bs, shuffle=shuffle, seed=seed, **kw)
 
 
+def _flat(lists: Any) -> list[int]:
+    return list(itertools.chain.from_iterable(lists))
+
+
 def _targets(loader: TensorLoader) -> list[list[int]]:
     batches = []
     for xb, yb in loader:
@@ -218,7 +223,7 @@ def test_shards_together_are_the_batches_of_one_process(n: int) -> None:
 def test_shard_pads_with_the_first_samples_of_the_order() -> None:
     order = _targets(_loader(7, 7))[0]  # one batch: the whole shuffled order
     shards = [_targets(_loader(7, 2).shard(r, 3)) for r in range(3)]
-    flat = [sum(s, []) for s in shards]
+    flat = [_flat(s) for s in shards]
     assert [len(f) for f in flat] == [3, 3, 3]
     assert flat == [
         [order[0], order[3], order[6]],
@@ -231,10 +236,10 @@ def test_shard_pads_with_the_first_samples_of_the_order() -> None:
 
 def test_shard_without_padding_is_a_partition() -> None:
     order = _targets(_loader(11, 11))[0]
-    flat = [sum(_targets(_loader(11, 2).shard(r, 3, pad=False)), []) for r in range(3)]
+    flat = [_flat(_targets(_loader(11, 2).shard(r, 3, pad=False))) for r in range(3)]
     assert flat == [order[0::3], order[1::3], order[2::3]]
     assert [len(f) for f in flat] == [4, 4, 3]
-    assert sorted(sum(flat, [])) == list(range(11))
+    assert sorted(_flat(flat)) == list(range(11))
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
@@ -305,7 +310,7 @@ def test_shard_sampler_without_padding_partitions_the_indices() -> None:
     whole = list(ShardSampler(10, 0, 1, seed=5))
     shards = [list(ShardSampler(10, r, 3, seed=5, pad=False)) for r in range(3)]
     assert shards == [whole[0::3], whole[1::3], whole[2::3]]
-    assert sorted(sum(shards, [])) == list(range(10))
+    assert sorted(_flat(shards)) == list(range(10))
     assert [len(ShardSampler(10, r, 3, pad=False)) for r in range(3)] == [4, 3, 3]
 
 
@@ -316,7 +321,7 @@ def test_shard_sampler_pads_with_the_first_indices() -> None:
     assert [len(ShardSampler(10, r, 4)) for r in range(4)] == [3, 3, 3, 3]
     padded = whole + whole[:2]
     assert shards == [padded[r::4] for r in range(4)]
-    assert set(sum(shards, [])) == set(range(10))
+    assert set(_flat(shards)) == set(range(10))
 
 
 def test_shard_sampler_unshuffled_and_tiny() -> None:
@@ -578,9 +583,7 @@ def test_without_torchrun_ddp_is_attached_and_idle(
 ) -> None:
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.chdir(tmp_path)
-    learner = Learner(
-        tiny_model(), tiny_data(), plugins=["progress:bar=false"], config=False
-    )
+    learner = Learner(tiny_model(), tiny_data(), plugins=["progress:bar=false"], config=False)
     assert "ddp" in learner.plugins
     ddp = learner.plugins["ddp"]
     assert ddp.active is False

@@ -8,6 +8,7 @@ The torchrun tests, with real processes, are in tests/distributed.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -151,9 +152,8 @@ def test_sequential_dataloader_shard_without_padding(ddp: DDP) -> None:
     assert targets(sharded) == [[0, 4, 8]]
     assert targets(ddp._shard(dl, 3, 4, pad=False)) == [[3, 7]]
     # every sample counted once over the ranks
-    assert sorted(sum((sum(targets(ddp._shard(dl, r, 4, False)), []) for r in range(4)), [])) == (
-        list(range(10))
-    )
+    shards = [targets(ddp._shard(dl, r, 4, pad=False)) for r in range(4)]
+    assert sorted(itertools.chain.from_iterable(itertools.chain(*shards))) == list(range(10))
 
 
 def test_shard_sampler_epoch_follows_begin_epoch(ddp: DDP) -> None:
@@ -207,8 +207,9 @@ def test_batch_sampler_cannot_be_sharded(ddp: DDP) -> None:
     dl = DataLoader(dataset(), batch_sampler=batches)
     with pytest.raises(PluginError) as info:
         ddp._shard(dl, 0, 2, pad=True)
-    assert "cannot give each rank a share of a DataLoader with its own sampler or batch_sampler" in (
-        str(info.value)
+    assert (
+        "cannot give each rank a share of a DataLoader with its own sampler or batch_sampler"
+        in (str(info.value))
     )
     assert str(info.value).endswith("set -p ddp:shard=false")
 
