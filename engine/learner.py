@@ -278,7 +278,8 @@ class Learner:
             self._emit(ev.begin_batch)
             if agree and self.dist.sync_forward:  # type: ignore[union-attr]
                 self._sync(GOING_ON)
-            model = self.model if self.model_wrapper is None else self.model_wrapper
+            # validation needs no gradient sync: the plain model (ddp syncs its buffers)
+            model = self.model_wrapper if self.in_train and self.model_wrapper else self.model
             self.pred = model(self.xb)
             self._emit(ev.after_pred)
             self.loss = self.loss_func(self.pred, self.yb)
@@ -292,9 +293,13 @@ class Learner:
                 self.opt.step()  # type: ignore[union-attr]
                 self._emit(ev.after_step)
                 self.opt.zero_grad()  # type: ignore[union-attr]
-        except CancelBatchException as exc:
+        except (CancelBatchException, PassOver) as exc:
             if agree and not is_agreed(exc):
                 self._sync(CANCEL_BATCH)
+            if isinstance(exc, PassOver):  # the batch ends as cancelled, then the pass
+                self._emit(ev.after_cancel_batch)
+                self._emit(ev.after_batch)
+                raise
             # A batch cancelled after backward keeps its gradients (gradient
             # accumulation relies on it); zero them in after_cancel_batch if needed.
             self._emit(ev.after_cancel_batch)

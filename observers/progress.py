@@ -69,9 +69,9 @@ class Progress:
         self.bar = bar
         """The option as given: ``True``, ``False`` or ``None`` (auto)."""
         self.use_bar = False
+        """Whether bars are shown during the current fit (``bar`` resolved at begin_fit)."""
         self.shown = True
         """Whether this process prints (rank 0 of a distributed fit; set at begin_fit)."""
-        """Whether bars are shown during the current fit (``bar`` resolved at begin_fit)."""
         self._pbar: tqdm[Any] | None = None
         self._next_refresh = 0.0
         self._keys: list[str] | None = None

@@ -144,6 +144,13 @@ class DDP:
         if self.shard:
             self._shard_loaders(learner)
 
+    def begin_validate(self, learner: Learner) -> None:
+        # every rank validates rank 0's model: its buffers (BatchNorm statistics), as
+        # DDP would send them before the next training forward
+        if self.dist is not None and self.broadcast_buffers:
+            for buffer in learner.model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+
     def begin_epoch(self, learner: Learner) -> None:
         for dl in (learner.data.train_dl, learner.data.valid_dl):
             sampler = getattr(dl, "sampler", None)
@@ -174,8 +181,9 @@ class DDP:
         for key in ("train", "valid"):
             sizes = [info[key] for info in everyone]
             if len(set(sizes)) > 1:
+                kind = "training" if key == "train" else "validation"
                 raise PluginError(
-                    f"plugin 'ddp': the ranks have different {key}ing sets (samples per "
+                    f"plugin 'ddp': the ranks have different {kind} sets (samples per "
                     f"rank: {sizes}); every rank must load the same dataset, and ddp "
                     "gives each its share"
                 )
@@ -227,10 +235,16 @@ class DDP:
         sampler = dl.sampler
         if hasattr(sampler, "num_replicas") and callable(getattr(sampler, "set_epoch", None)):
             return dl  # a DistributedSampler: sharded already
-        if dl.batch_size is None or type(sampler) not in (RandomSampler, SequentialSampler):
+        custom = dl.batch_sampler if dl.batch_size is None else sampler
+        plain = type(sampler) in (RandomSampler, SequentialSampler) and not (
+            isinstance(sampler, RandomSampler)
+            and (sampler.replacement or sampler._num_samples is not None)
+        )
+        if dl.batch_size is None or not plain:
             raise PluginError(
                 "plugin 'ddp': cannot give each rank a share of a DataLoader with its own "
-                f"sampler or batch_sampler ({type(sampler).__name__}); " + SHARD_HINT
+                f"sampler or batch_sampler ({type(custom).__name__}, or a RandomSampler "
+                "with replacement or num_samples); " + SHARD_HINT
             )
         shuffle = isinstance(sampler, RandomSampler)
         shards = ShardSampler(len(dl.dataset), rank, world, shuffle, self.seed, pad)  # type: ignore[arg-type]

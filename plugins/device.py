@@ -83,6 +83,10 @@ class Device:
 
     def begin_fit(self, learner: Any) -> None:
         device = self.device
+        if device.type == "cuda" and device.index is None:
+            # plain "cuda" is the current device: under torchrun, ddp made it the
+            # GPU of this process's LOCAL_RANK; name it, so batches compare equal
+            device = self.device = torch.device("cuda", torch.cuda.current_device())
         learner.model.to(device)
         if learner.opt is not None:
             for state in learner.opt.state.values():

@@ -67,7 +67,8 @@ class TerminateOnNan:
             f"terminate_on_nan: the loss is {value} at epoch {learner.epoch}, {where} "
             f"batch {learner.iter}{iteration}; training stopped"
         )
-        print(self.reason)
+        # only the rank that saw it knows: in a distributed fit, it says which it is
+        print(self.reason if learner.world_size == 1 else f"rank {learner.rank}: {self.reason}")
         raise CancelTrainException(self.reason)
 
 

@@ -8,6 +8,7 @@ launch has a timeout: a hang fails the test instead of blocking the suite.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,11 +34,13 @@ def torchrun(*args: str, timeout: float = LAUNCH_TIMEOUT) -> subprocess.Complete
     return run(command, timeout)
 
 
-def run(command: list[str], timeout: float = LAUNCH_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def run(
+    command: list[str], timeout: float = LAUNCH_TIMEOUT, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORKER_DUMP_AFTER": str(timeout - 20)}
     proc = subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -214,3 +217,13 @@ def test_fit_nproc_trains_on_two_processes_and_reports_once(tmp_path: Path) -> N
 
 
 HEADER = ["train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "time"]
+
+
+def test_the_readme_script_runs_under_torchrun(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    script = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "torchrun" in b)
+    (tmp_path / "train.py").write_text(script.replace("learner.fit(5)", "learner.fit(1)"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    run([*command, "--nproc_per_node=2", "train.py"], cwd=tmp_path)
+    state = torch.load(tmp_path / "runs" / "c" / "model.pt", weights_only=True)
+    assert set(state) == set(worker.cnn_keys())

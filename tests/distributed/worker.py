@@ -38,6 +38,13 @@ def make_data(bs: int, seed: int = 0) -> DataBunch:
     )
 
 
+def cnn_keys() -> list[str]:
+    """The state_dict keys of the lesson's CNN (what the README's script saves)."""
+    from engine.models import cnn
+
+    return list(cnn().state_dict())
+
+
 def make_learner(bs: int, plugins: list[Any], out: Path | None = None) -> Learner:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(FEATURES, 32), nn.ReLU(), nn.Linear(32, CLASSES))

@@ -55,11 +55,16 @@ class FakeDist:
     """
 
     def __init__(
-        self, rank: int = 0, world_size: int = 2, answers: dict[int, list[int]] | None = None
+        self,
+        rank: int = 0,
+        world_size: int = 2,
+        answers: dict[int, list[int]] | None = None,
+        sync_forward: bool = True,
     ) -> None:
         self.rank = rank
         self.world_size = world_size
         self.answers = answers or {}
+        self.sync_forward = sync_forward
         self.said: list[int] = []
         self.sums: list[list[float]] = []
 
@@ -508,12 +513,53 @@ def test_pass_over_from_another_rank_ends_the_training_pass(spy: Spy) -> None:
         "begin_fit",
         "begin_epoch",
         "begin_batch",
+        "after_cancel_batch",  # the begun batch ends as cancelled, then the pass
+        "after_batch",
         "begin_validate",
         *VALID,
         "after_epoch",
         "after_fit",
     ]
     assert learner.error is None
+
+
+def test_no_sync_point_before_a_forward_that_does_not_communicate(spy: Spy) -> None:
+    """A model without buffers to broadcast: the ranks meet only before the backward."""
+    dist = FakeDist(sync_forward=False)
+    fit(dist, spy)
+    assert dist.said == [G, G, P, P, G]
+    assert spy.seen.count("after_step") == 2
+
+
+def test_cancel_batch_before_forward_without_forward_sync_point(spy: Spy) -> None:
+    """The cancellation meets the others at their sync point before the backward."""
+    dist = FakeDist(sync_forward=False)
+    fit(dist, spy, Raiser("begin_batch", CancelBatchException, train_batch(0)))
+    assert dist.said == [CB, G, P, P, G]
+    assert spy.seen.count("after_cancel_batch") == 1
+    assert spy.seen.count("after_step") == 1
+
+
+def test_pass_over_before_the_backward_without_forward_sync_point(spy: Spy) -> None:
+    """Without the forward's sync point, another rank's PASS_OVER arrives after the
+    forward: the batch ends there, its gradients never computed."""
+    dist = FakeDist(answers={1: counts(G=1, P=1)}, sync_forward=False)
+    learner = fit(dist, spy)
+    assert dist.said == [G, P, G]
+    assert spy.seen == [
+        "begin_fit",
+        "begin_epoch",
+        "begin_batch",
+        "after_pred",
+        "after_loss",
+        "after_cancel_batch",
+        "after_batch",
+        "begin_validate",
+        *VALID,
+        "after_epoch",
+        "after_fit",
+    ]
+    assert all(p.grad is None or not p.grad.any() for p in learner.model.parameters())
 
 
 def test_validation_batches_have_no_sync_point(spy: Spy) -> None:

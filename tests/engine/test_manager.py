@@ -68,7 +68,7 @@ def test_enable_by_name_with_converted_options(site: Path) -> None:
     learner = Learner(tiny_model(), tiny_data(), plugins=["counter:start=10"], catalog=catalog)
     learner.fit(2)
     assert learner.plugins["counter"].count == 14  # type: ignore[attr-defined]
-    assert list(learner.plugins)[:3] == ["train_eval", "device", "batch_transform"]
+    assert list(learner.plugins)[:4] == ["train_eval", "device", "ddp", "batch_transform"]
 
 
 def test_builtins_come_through_the_same_door() -> None:
@@ -76,6 +76,7 @@ def test_builtins_come_through_the_same_door() -> None:
     for name in (
         "train_eval",
         "device",
+        "ddp",
         "batch_transform",
         "metrics",
         "recorder",
@@ -197,7 +198,7 @@ def test_training_loop_printout_lists_plugins_per_event_in_order() -> None:
         line.split(None, 1) for line in training_loop(enabled).splitlines() if len(line.split()) > 1
     )
     assert lines["begin_batch"] == "device, batch_transform"
-    assert lines["begin_fit"].startswith("train_eval, device, batch_transform")
+    assert lines["begin_fit"].startswith("train_eval, device, ddp, batch_transform")
     assert "progress" not in training_loop(enabled)
 
 

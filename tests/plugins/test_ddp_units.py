@@ -15,14 +15,17 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import BatchSampler
 from torch.utils.data import DataLoader
 from torch.utils.data import IterableDataset
+from torch.utils.data import RandomSampler
 from torch.utils.data import Sampler
 from torch.utils.data import SequentialSampler
 from torch.utils.data import TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
+import plugins.ddp
 from engine import Learner
 from engine import PluginError
 from engine.data import ShardSampler
@@ -59,11 +62,15 @@ class FakeDist:
         self.rank = rank
         self.world_size = world_size
         self.other = other
+        self.sync_forward = True
         self.said: list[int] = []
         self.sums: list[list[float]] = []
         self.broadcasts: list[Any] = []
         self.state: Any = None
         """What :meth:`broadcast` answers (rank 0's object); ``None``: the caller's."""
+        self.peer: Any = None
+        self.gathered: list[Any] = []
+        self.closed = 0
 
     @property
     def is_main(self) -> bool:
@@ -85,6 +92,16 @@ class FakeDist:
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         self.broadcasts.append(obj)
         return obj if self.state is None else self.state
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``: the others sent ``peer`` (default: the same)."""
+        self.gathered.append(obj)
+        everyone = [obj if self.peer is None else self.peer] * self.world_size
+        everyone[self.rank] = obj
+        return everyone
+
+    def close(self) -> None:
+        self.closed += 1
 
 
 class Join:
@@ -198,8 +215,18 @@ def test_iterable_dataset_cannot_be_sharded(ddp: DDP) -> None:
 
 def test_custom_sampler_cannot_be_sharded(ddp: DDP) -> None:
     dl = DataLoader(dataset(), batch_size=2, sampler=Backwards(10))
-    with pytest.raises(PluginError, match=r"with its own sampler or batch_sampler \(Backwards\)"):
+    with pytest.raises(PluginError, match=r"with its own sampler or batch_sampler \(Backwards,"):
         ddp._shard(dl, 0, 2, pad=True)
+
+
+def test_random_sampler_with_replacement_or_num_samples_cannot_be_sharded(ddp: DDP) -> None:
+    for sampler in (
+        RandomSampler(range(10), replacement=True),
+        RandomSampler(range(10), num_samples=40),
+    ):
+        dl = DataLoader(dataset(), batch_size=5, sampler=sampler)
+        with pytest.raises(PluginError, match=r"a RandomSampler with replacement or num_samples"):
+            ddp._shard(dl, 0, 2, pad=True)
 
 
 def test_batch_sampler_cannot_be_sharded(ddp: DDP) -> None:
@@ -208,8 +235,8 @@ def test_batch_sampler_cannot_be_sharded(ddp: DDP) -> None:
     with pytest.raises(PluginError) as info:
         ddp._shard(dl, 0, 2, pad=True)
     assert (
-        "cannot give each rank a share of a DataLoader with its own sampler or batch_sampler"
-        in (str(info.value))
+        "cannot give each rank a share of a DataLoader with its own sampler or batch_sampler "
+        "(BatchSampler," in (str(info.value))
     )
     assert str(info.value).endswith("set -p ddp:shard=false")
 
@@ -273,6 +300,140 @@ def test_active_only_with_several_processes(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("WORLD_SIZE", "zero")
     with pytest.raises(ValueError, match="WORLD_SIZE should be a positive integer, got 'zero'"):
         DDP()
+
+
+# -- a whole fit through the plugin, with the process group and DDP faked -----------
+
+
+class Wrapped(nn.Module):
+    """Stands in for DistributedDataParallel: calls the module, keeps the options."""
+
+    def __init__(self, module: nn.Module, **options: Any) -> None:
+        super().__init__()
+        self.module = module
+        self.options = options
+        self.training_calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.training_calls += self.module.training
+        return self.module(x)
+
+
+class Snapshot:
+    """What the learner looks like at each begin_epoch."""
+
+    name = "snapshot"
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def begin_epoch(self, learner: Any) -> None:
+        train, valid = learner.data.train_dl, learner.data.valid_dl
+        self.seen.append(
+            {
+                "dist": learner.dist,
+                "wrapper": learner.model_wrapper,
+                "train": (train.rank, train.world_size, train.pad),
+                "valid": (valid.rank, valid.world_size, valid.pad),
+            }
+        )
+
+
+@pytest.fixture
+def faked(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """WORLD_SIZE=2, with Distributed.start answering a FakeDist and DDP a Wrapped."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(plugins.ddp, "DistributedDataParallel", Wrapped)
+    state = SimpleNamespace(dist=FakeDist(rank=1), starts=[])
+
+    def start(backend: str, timeout: float) -> FakeDist:
+        state.starts.append((backend, timeout))
+        return state.dist
+
+    monkeypatch.setattr(plugins.ddp, "Distributed", SimpleNamespace(start=start))
+    return state
+
+
+def test_fit_with_the_plugin_shards_wraps_and_undoes(faked: Any) -> None:
+    snapshot = Snapshot()
+    plugin = DDP(timeout=30)
+    data = tiny_data()
+    train_dl, valid_dl = data.train_dl, data.valid_dl
+    learner = Learner(
+        tiny_model(), data, plugins=[TrainEval(), plugin, snapshot], defaults=False, config=False
+    )
+    fake = faked.dist
+    learner.fit(1)
+    assert faked.starts == [("gloo", 30.0)]
+    seen = snapshot.seen[0]
+    assert seen["dist"] is fake
+    wrapper = seen["wrapper"]
+    assert type(wrapper) is Wrapped and wrapper.module is learner.model
+    sync_key = "forward_sync_buffers" if plugins.ddp._DDP_TAKES_SYNC else "broadcast_buffers"
+    assert wrapper.options == {
+        "device_ids": None,
+        "output_device": None,
+        "find_unused_parameters": False,
+        sync_key: True,
+    }
+    assert wrapper.training_calls == 1  # the loop calls the wrapper, not the model
+    assert seen["train"] == (1, 2, True) and seen["valid"] == (1, 2, False)
+    assert fake.gathered == [{"device": "cpu", "train": 8, "valid": 4}]
+    assert len(fake.broadcasts) == 2  # each loader's generator state, from rank 0
+    # a Linear model has no buffers: no sync point before the forward; rank 1 has
+    # one training batch (4 of 8 samples) and one validation batch (2 of 4)
+    assert fake.sync_forward is False
+    assert fake.said == [GOING_ON, PASS_OVER, PASS_OVER, GOING_ON]
+    # after the fit: unwrapped, unsharded, the groups closed; the rank stays
+    assert learner.model_wrapper is None
+    assert learner.data.train_dl is train_dl and learner.data.valid_dl is valid_dl
+    assert (train_dl.rank, train_dl.world_size, valid_dl.world_size) == (0, 1, 1)
+    assert fake.closed == 1 and plugin.dist is None
+    assert learner.dist is fake and learner.is_main is False
+
+
+@pytest.mark.parametrize(
+    ("norm", "broadcast", "sync_forward"),
+    [
+        (None, True, False),
+        (nn.BatchNorm1d, True, True),
+        (nn.BatchNorm1d, False, False),
+        (nn.SyncBatchNorm, False, True),
+    ],
+)
+def test_forward_sync_point_only_when_the_forward_communicates(
+    faked: Any, norm: Any, broadcast: bool, sync_forward: bool
+) -> None:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(3, 2)]
+    if norm is not None:
+        layers.append(norm(2))
+    learner = Learner(
+        nn.Sequential(*layers),
+        tiny_data(),
+        plugins=[TrainEval(), DDP(broadcast_buffers=broadcast)],
+        defaults=False,
+        config=False,
+    )
+    learner.fit(0)
+    assert faked.dist.sync_forward is sync_forward
+
+
+def test_ranks_with_different_datasets_are_refused(faked: Any) -> None:
+    faked.dist.peer = {"device": "cpu", "train": 9, "valid": 4}
+    data = tiny_data()
+    learner = Learner(
+        tiny_model(), data, plugins=[TrainEval(), DDP()], defaults=False, config=False
+    )
+    with pytest.raises(PluginError) as info:
+        learner.fit(1)
+    assert str(info.value).startswith(
+        "plugin 'ddp': the ranks have different training sets (samples per rank: [9, 8]); "
+        "every rank must load the same dataset"
+    )
+    assert faked.dist.closed == 1  # after_fit still ends the groups
+    assert learner.model_wrapper is None
+    assert data.train_dl.world_size == 1
 
 
 # -- metrics summed over the ranks ------------------------------------------------
@@ -388,8 +549,9 @@ def files(root: Path) -> list[str]:
 
 
 def test_rank_1_writes_and_prints_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # nor in the current folder (tensorboard's runs/ default)
     learner = output_fit(tmp_path, rank=1)
     assert list(tmp_path.rglob("*")) == []
     assert capsys.readouterr() == ("", "")
@@ -401,7 +563,10 @@ def test_rank_1_writes_and_prints_nothing(
     assert learner.plugins["metrics"].history[0]["valid_loss"] is not None
 
 
-def test_rank_0_writes_and_prints_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rank_0_writes_and_prints_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     learner = output_fit(tmp_path, rank=0)
     written = files(tmp_path)
     board = [f for f in written if f.startswith("out/tensorboard/")]
