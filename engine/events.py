@@ -42,6 +42,12 @@ any other exception,       everything left of the fit       after_fit, then the 
 KeyboardInterrupt                                           propagates unchanged
 =========================  ===============================  ==================================
 
+In a distributed fit (``ddp``), the ranks agree on cancellations at sync points
+(:mod:`engine.distributed`): one rank's cancellation happens on every rank. When
+another rank runs out of training batches first, the batch this rank began ends with
+``after_cancel_batch`` and ``after_batch``, and its pass ends without
+``after_cancel_epoch``.
+
 A cancellation raised from an event where it has nothing to cancel (for example
 ``CancelBatchException`` from ``after_epoch``) is not caught by the loop: it
 propagates like any other exception. ``CancelTrainException`` is caught from every

@@ -176,6 +176,17 @@ def cancelled(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     return ranks(out)
 
 
+def test_a_rank_without_validation_batches_does_not_hang_batchnorm(
+    cancelled: list[dict[str, Any]],
+) -> None:
+    """Validation calls the plain model: no buffers broadcast for rank 1 to miss."""
+    rank0, rank1 = (r["batchnorm_one_validation_sample"] for r in cancelled)
+    assert rank0["history"] == rank1["history"]
+    assert [h["valid_loss"] is not None for h in rank0["history"]] == [True, True]
+    for key, value in rank0["weights"].items():
+        assert torch.equal(value, rank1["weights"][key]), key
+
+
 def test_every_case_is_checked() -> None:
     assert set(EXPECTED) == set(worker.CANCEL_CASES)
 

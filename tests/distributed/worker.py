@@ -133,8 +133,25 @@ class OnlyIn:
         setattr(self, event, receiver)
 
 
+def run_batchnorm_one_validation_sample() -> dict[str, Any]:
+    """BatchNorm (buffers DDP broadcasts) and one validation sample: rank 1 has none."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(65, FEATURES, generator=gen)
+    y = (x[:, 0] > 0).long()
+    data = DataBunch.from_tensors(x[:64], y[:64], x[64:], y[64:], bs=16)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(FEATURES, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    plugins = ["no:progress", "no:recorder", "device:device=cpu", "ddp:timeout=60"]
+    learner = Learner(model, data, lr=0.1, plugins=plugins, config=False)
+    learner.fit(2)
+    return {
+        "history": learner.plugins["metrics"].history,
+        "weights": {k: v.clone() for k, v in learner.model.named_parameters()},
+    }
+
+
 def run_cancel_cases(out: Path, names: list[str]) -> dict[str, Any]:
-    results = {}
+    results = {"batchnorm_one_validation_sample": run_batchnorm_one_validation_sample()}
     for name in names or CANCEL_CASES:
         event, rank, exc, epoch, it, in_valid = CANCEL_CASES[name]
         seen = Seen()
