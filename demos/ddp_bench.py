@@ -17,7 +17,7 @@ batch (512) in each set-up:
 Each set-up runs ``--runs`` times, alternating; the script prints the median
 training samples per second (epochs after the first, which warms up) and its
 ratio to the first set-up, and the cost of one agreement between the ranks
-(the loop makes two per training batch; see :mod:`engine.distributed`).
+(see :mod:`engine.distributed`).
 
 On a machine with fewer cores than processes times threads, several processes
 only share the same cores: expect no gain on CPU there, only the cost of the
@@ -127,10 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         rate = statistics.median(rates[name])
         print(f"{name:50s} {rate:10.0f} {rate / base:6.2f}")
     if agree:
-        per_batch = 2 * statistics.median(agree)
         print(
-            f"one agreement between the ranks: {statistics.median(agree):.0f} µs (two per "
-            f"training batch: {per_batch:.0f} µs of each step)"
+            f"one agreement between the ranks: {statistics.median(agree):.0f} µs; the loop "
+            "makes one per training batch here (two for models with buffers, e.g. BatchNorm)"
         )
 
 
