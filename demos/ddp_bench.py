@@ -36,6 +36,8 @@ import time
 
 import torch
 
+from engine.distributed import torchrun_command
+
 GLOBAL_BS = 512
 
 
@@ -78,9 +80,7 @@ def _worker(args: argparse.Namespace) -> None:
 def _measure(nproc: int, threads: int, args: argparse.Namespace) -> dict[str, float]:
     worker = ["-m", "demos.ddp_bench", "--worker", "--threads", str(threads)]
     worker += ["--samples", str(args.samples), "--epochs", str(args.epochs)]
-    command = [sys.executable]
-    if nproc > 1:
-        command += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    command = torchrun_command(nproc, []) if nproc > 1 else [sys.executable]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run(command + worker, capture_output=True, text=True, env=env, check=False)
     if done.returncode:

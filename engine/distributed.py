@@ -228,6 +228,20 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    """The command running ``python ARGS`` in ``nproc`` processes of this machine."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        *args,
+    ]
+
+
 def launch(nproc: int, args: list[str]) -> int:
     """Run ``python ARGS`` in ``nproc`` processes of this machine with ``torchrun``.
 
@@ -236,11 +250,8 @@ def launch(nproc: int, args: list[str]) -> int:
     :returns: torchrun's exit status.
     """
     import subprocess
-    import sys
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += [f"--nproc_per_node={nproc}", *args]
     try:
-        return subprocess.call(command)
+        return subprocess.call(torchrun_command(nproc, args))
     except KeyboardInterrupt:  # torchrun got the Ctrl-C too and stops the processes
         return 130

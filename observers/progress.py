@@ -70,8 +70,6 @@ class Progress:
         """The option as given: ``True``, ``False`` or ``None`` (auto)."""
         self.use_bar = False
         """Whether bars are shown during the current fit (``bar`` resolved at begin_fit)."""
-        self.shown = True
-        """Whether this process prints (rank 0 of a distributed fit; set at begin_fit)."""
         self._pbar: tqdm[Any] | None = None
         self._next_refresh = 0.0
         self._keys: list[str] | None = None
@@ -79,8 +77,8 @@ class Progress:
 
     def begin_fit(self, learner: Learner) -> None:
         self._close()
-        self.shown = learner.is_main  # in a distributed fit, rank 0 alone shows progress
-        self.use_bar = self.shown and (
+        # in a distributed fit, rank 0 alone shows progress (learner.is_main)
+        self.use_bar = learner.is_main and (
             self.bar if self.bar is not None else _is_terminal(sys.stderr)
         )
         self._keys = None
@@ -106,7 +104,7 @@ class Progress:
 
     def after_epoch(self, learner: Learner) -> None:
         self._close()
-        if self.shown:
+        if learner.is_main:
             self._print_row(learner.log)
 
     def after_fit(self, learner: Learner) -> None:

@@ -148,7 +148,7 @@ class Checkpoint:
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         """Every finished epoch's ``learner.log`` (restored when resuming)."""
-        self._active = self._writes = False
+        self._active = False
         self._saved_epoch = -1
         self._validating = -1
         self._end_iter: int | None = None
@@ -158,8 +158,8 @@ class Checkpoint:
     # -- events --------------------------------------------------------------
 
     def begin_fit(self, learner: Learner) -> None:
-        self._writes = learner.is_main  # in a distributed fit, rank 0 alone writes
-        self.directory = self._folder(learner) if self._writes else None
+        # in a distributed fit, rank 0 alone writes (learner.is_main)
+        self.directory = self._folder(learner) if learner.is_main else None
         try:
             if self.directory is not None:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -189,7 +189,7 @@ class Checkpoint:
         self._end_epoch(learner, strict=True)
 
     def after_cancel_train(self, learner: Learner) -> None:
-        if not (self._active and self._writes):
+        if not (self._active and learner.is_main):
             return
         epoch = learner.epoch
         if self._saved_epoch == epoch:
@@ -203,7 +203,7 @@ class Checkpoint:
 
     def after_fit(self, learner: Learner) -> None:
         active, self._active = self._active, False
-        if not (active and self._writes and isinstance(learner.error, KeyboardInterrupt)):
+        if not (active and learner.is_main and isinstance(learner.error, KeyboardInterrupt)):
             return
         path = self._folder(learner) / INTERRUPTED
         try:
@@ -247,7 +247,7 @@ class Checkpoint:
             self._last_written = epoch
         if improved:
             targets.append(BEST)
-        if targets and self._writes:
+        if targets and learner.is_main:
             folder = self._folder(learner)
             atomic_save(self._capture(learner, complete=True), [folder / t for t in targets])
         self._saved_epoch = epoch

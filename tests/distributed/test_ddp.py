@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import torch
 
+from engine.distributed import torchrun_command
 from tests.distributed import worker
 
 pytestmark = pytest.mark.slow
@@ -29,9 +30,7 @@ LAUNCH_TIMEOUT = 240
 
 def torchrun(*args: str, timeout: float = LAUNCH_TIMEOUT) -> subprocess.CompletedProcess[str]:
     """Run ``args`` under ``torchrun --nproc_per_node=2``; fails (not hangs) on a timeout."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc_per_node=2", *args]
-    return run(command, timeout)
+    return run(torchrun_command(2, list(args)), timeout)
 
 
 def run(
@@ -234,7 +233,6 @@ def test_the_readme_script_runs_under_torchrun(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     script = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "torchrun" in b)
     (tmp_path / "train.py").write_text(script.replace("learner.fit(5)", "learner.fit(1)"))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    run([*command, "--nproc_per_node=2", "train.py"], cwd=tmp_path)
+    run(torchrun_command(2, ["train.py"]), cwd=tmp_path)
     state = torch.load(tmp_path / "runs" / "c" / "model.pt", weights_only=True)
     assert set(state) == set(worker.cnn_keys())
