@@ -15,6 +15,7 @@ from engine.learner import Learner
 from engine.manager import load_catalog
 from engine.manager import make_plugin_manager
 from engine.options import Option
+from engine.version import __version__
 
 __all__ = [
     "CancelBatchException",
@@ -29,6 +30,7 @@ __all__ = [
     "PluginError",
     "PluginValidationError",
     "TensorLoader",
+    "__version__",
     "hookimpl",
     "load_catalog",
     "make_plugin_manager",

@@ -166,12 +166,26 @@ def _shown(value: object) -> str:
     return str(value)
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: lookinside's, torch's and Python's versions (torch is imported only here)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from engine.version import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
     """The ``lookinside`` parser, with the subcommands plugin modules add."""
     parser = argparse.ArgumentParser(
         prog="lookinside",
         description="Train PyTorch models with plugins on an event bus, and look inside them.",
     )
+    parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 

@@ -19,6 +19,13 @@ from tests.helpers import tiny_model
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def pytest_report_header() -> list[str]:
+    """Which torch the suite runs on: the resolver picks it, and trained outcomes depend on it."""
+    from engine.version import version_line
+
+    return [version_line(), f"torch threads: 1 per test (this machine: {os.cpu_count()} CPUs)"]
+
+
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """Each test on one intra-op thread: the tensors are tiny, and on a busy 2-core

@@ -103,3 +103,53 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert "python3 dev.py test" in readme and "\npython3 dev.py test" in ci
     assert "python3 dev.py demo" in readme
+
+
+def _declared_requirements() -> dict[str, str]:
+    """``install_requires`` of setup.cfg: normalized distribution name -> its marker ('' if none)."""
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    declared = {}
+    for line in parser["options"]["install_requires"].strip().splitlines():
+        requirement, _, marker = line.partition(";")
+        name = re.split(r"[<>=!~\[ ]", requirement.strip(), maxsplit=1)[0]
+        declared[name.lower().replace("_", "-")] = marker.strip()
+    return declared
+
+
+def test_every_third_party_import_is_declared() -> None:
+    """Each top-level import of the packages is the standard library, ours, or declared
+    in install_requires (with the marker the import needs: tomli only before 3.11)."""
+    import ast
+
+    imported: set[str] = set()
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            if "plugin_package" in path.parts:
+                continue  # the example third-party package declares its own requirements
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    imported.add(node.module.split(".")[0])
+    ours = set(PACKAGES)
+    optional = {"tensorboard"}  # the `tensorboard` extra; the plugin says how to install it
+    third_party = imported - set(sys.stdlib_module_names) - ours - optional - {"__future__"}
+    distribution = {"sklearn": "scikit-learn", "torchvision": "torchvision", "tomli": "tomli"}
+    declared = _declared_requirements()
+    missing = sorted(m for m in third_party if distribution.get(m, m) not in declared)
+    assert missing == []
+    assert declared["tomli"] == 'python_version < "3.11"'
+
+
+def test_python_requires_is_what_mypy_checks() -> None:
+    """mypy checks against the oldest Python that python_requires admits."""
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    oldest = parser["options"]["python_requires"].removeprefix(">=")
+    assert parser["mypy"]["python_version"] == oldest
+    assert sys.version_info >= tuple(int(p) for p in oldest.split("."))

@@ -15,6 +15,7 @@ from observers.metrics import METRICS
 from observers.metrics import Metrics
 from observers.metrics import accuracy
 from observers.metrics import error_rate
+from tests.outcomes import LINEAR_LOSS_FALLS
 
 
 def test_lr0_losses_and_accuracy_equal_direct_computation(make_learner, tensors):
@@ -59,8 +60,10 @@ def test_log_keys_order_history_and_last(make_learner, log_capture):
     assert metrics.history == log_capture.logs
     assert all(h["time"] > 0 for h in metrics.history)
     assert all(isinstance(h["train_loss"], float) for h in metrics.history)
-    # training does something: the loss goes down on this easy problem
-    assert metrics.history[-1]["train_loss"] < metrics.history[0]["train_loss"]
+    # training does something: the loss goes down on this easy problem (this fit
+    # is LINEAR_LOSS_FALLS at seed 0; its spread over seeds: tests/outcomes.py)
+    drop = metrics.history[0]["train_loss"] - metrics.history[-1]["train_loss"]
+    assert LINEAR_LOSS_FALLS.holds(drop), LINEAR_LOSS_FALLS.describe(drop)
 
 
 @pytest.mark.parametrize("chunk", [32, 2])
