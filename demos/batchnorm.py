@@ -43,19 +43,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.axes import Axes
 from torch import nn
 
+from engine.atomic_write import atomic_write
 from engine.cli import add_training_arguments
+from engine.cli import config_from_args
 from engine.cli import data_from_args
 from engine.data import DataBunch
 from engine.data import TensorLoader
@@ -194,7 +195,13 @@ def _subset(data: DataBunch, subset: int | None) -> DataBunch:
 
 
 def fit_one(
-    variant: Variant, data: DataBunch, lr: float, epochs: int, seed: int, plugins: Sequence[str]
+    variant: Variant,
+    data: DataBunch,
+    lr: float,
+    epochs: int,
+    seed: int,
+    plugins: Sequence[str],
+    **learner_options: Any,
 ) -> Result:
     """Train notebook 07's CNN with ``variant``'s norm; return its final metrics.
 
@@ -204,11 +211,12 @@ def fit_one(
     :param epochs: the epochs.
     :param seed: seeds the initial weights.
     :param plugins: more plugin requests for the Learner.
+    :param learner_options: more keyword arguments for the Learner (catalog, config).
     """
     torch.manual_seed(seed)
     model: nn.Module = init_cnn(cnn_07(variant.norm, n_out=data.c or 10))
     quiet = ["no:progress", "no:recorder", "no:csv_logger"]
-    learner = Learner(model, data, lr=lr, plugins=[*quiet, *plugins])
+    learner = Learner(model, data, lr=lr, plugins=[*quiet, *plugins], **learner_options)
     start = time.perf_counter()
     learner.fit(epochs)
     seconds = time.perf_counter() - start
@@ -272,16 +280,10 @@ def plot_accuracies(results: Sequence[Result], ax: Axes | None = None) -> Axes:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, then replace)."""
+    """Write ``text`` to ``path`` in UTF-8, atomically (see :mod:`engine.atomic_write`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    data = text.encode("utf-8")
+    atomic_write(path, lambda file: file.write(data))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -335,6 +337,7 @@ def _run(args: argparse.Namespace, mnist: bool) -> int:
     sizes: list[int] = [args.bs] if args.bs is not None else args.bs_list
     small_lr = SMALL_BATCH_LR if mnist else SMALL_BATCH_LR_DIGITS
     catalog = load_catalog()
+    config = config_from_args(args)
     results: list[Result] = []
     print(f"norm{'':<18} {'bs':>4} {'lr':>4} {'epochs':>6} {'valid acc':>9} {'seconds':>8}")
     for bs in sizes:
@@ -348,7 +351,9 @@ def _run(args: argparse.Namespace, mnist: bool) -> int:
                 epochs = args.epochs
             else:
                 epochs = lesson_epochs(key, bs) if mnist else digits_epochs(bs, n_train)
-            result = fit_one(variant, data, lr, epochs, args.seed, args.plugins)
+            result = fit_one(
+                variant, data, lr, epochs, args.seed, args.plugins, catalog=catalog, config=config
+            )
             results.append(result)
             print(
                 f"{variant.label:<22} {bs:>4} {lr:>4g} {epochs:>6} {result.accuracy:>9.4f} "

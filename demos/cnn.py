@@ -20,7 +20,7 @@ import torch
 
 from engine.cli import add_training_arguments
 from engine.cli import data_from_args
-from engine.learner import Learner
+from engine.cli import learner_from_args
 from engine.manager import load_catalog
 from engine.models import cnn
 
@@ -34,9 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = data_from_args(args, catalog)
     torch.manual_seed(args.seed)
     model = cnn(n_out=data.c or 10)
-    learner = Learner(
-        model, data, lr=args.lr, plugins=args.plugins, out_dir=args.out, catalog=catalog
-    )
+    args.catalog = catalog
+    learner = learner_from_args(args, model, data)
 
     print(f"{data.name}: the lesson's CNN {model[0][0]} ... {model[-1]}")
     print("Plugins at each event (lookinside plugins --events):")

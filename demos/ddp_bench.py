@@ -43,8 +43,8 @@ GLOBAL_BS = 512
 
 def _worker(args: argparse.Namespace) -> None:
     """One process of a set-up: train, then print its figures as JSON (rank 0)."""
+    from engine.coordinator import Vote
     from engine.data import DataBunch
-    from engine.distributed import GOING_ON
     from engine.distributed import Distributed
     from engine.learner import Learner
     from engine.models import cnn
@@ -55,10 +55,10 @@ def _worker(args: argparse.Namespace) -> None:
     if world > 1:  # the price of one sync point, alone
         group = Distributed.start("gloo")
         for _ in range(20):
-            group.agree(GOING_ON)
+            group.agree(Vote.GOING_ON)
         start = time.perf_counter()
         for _ in range(200):
-            group.agree(GOING_ON)
+            group.agree(Vote.GOING_ON)
         agree_us = (time.perf_counter() - start) / 200 * 1e6
         group.close()
     gen = torch.Generator().manual_seed(0)

@@ -48,10 +48,10 @@ from torch import nn
 
 from engine.cli import add_training_arguments
 from engine.cli import data_from_args
+from engine.cli import learner_from_args
 from engine.data import DataBunch
 from engine.init import init_cnn
 from engine.layers import GeneralRelu
-from engine.learner import Learner
 from engine.manager import load_catalog
 from engine.models import cnn
 from engine.models import conv_norm_layer
@@ -108,13 +108,8 @@ def run_step(
     n_in = data.input_shape[0] if data.input_shape else 1
     model = STEPS[name](data.c or 10, n_in)
     stats = ActivationStats(modules=CONV_LAYERS, report=False)
-    learner = Learner(
-        model,
-        data,
-        lr=args.lr,
-        plugins=[*plugins, stats],  # type: ignore[list-item]
-        out_dir=Path(args.out) / name,
-        catalog=args.catalog,
+    learner = learner_from_args(
+        args, model, data, plugins=[*plugins, stats], out_dir=Path(args.out) / name
     )
     learner.fit(args.epochs)
     if stats.data is None or not len(stats.data):

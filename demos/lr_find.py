@@ -41,6 +41,7 @@ from demos.schedules import lesson_cnn
 from engine.cli import add_training_arguments
 from engine.cli import config_from_args
 from engine.cli import data_from_args
+from engine.cli import learner_from_args
 from engine.data import DataBunch
 from engine.exceptions import CancelTrainException
 from engine.learner import Learner
@@ -149,9 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return lesson_cnn(data.c or 10, n_in, args.seed)
 
     config = config_from_args(args)
-    learner = Learner(
-        make_model(), data, plugins=args.plugins, out_dir=args.out, catalog=catalog, config=config
-    )
+    args.catalog = catalog
+    learner = learner_from_args(args, make_model(), data)
     result = lr_find(learner, args.min_lr, args.max_lr, args.num_it)
     print(result)
     path = result.save_plot(Path(args.out) / PLOT_FILE)

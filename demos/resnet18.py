@@ -47,9 +47,9 @@ from torch import nn
 
 from engine.cli import add_training_arguments
 from engine.cli import data_from_args
+from engine.cli import learner_from_args
 from engine.data import DataBunch
 from engine.data import TensorLoader
-from engine.learner import Learner
 from engine.manager import load_catalog
 from observers.activation_stats import ActivationStats
 from observers.diagnosis import Diagnosis
@@ -116,13 +116,8 @@ def run(
     if variant == "groupnorm":
         swap_layers(model)
     stats = ActivationStats(modules=BLOCKS, report=False)
-    learner = Learner(
-        model,
-        data,
-        lr=args.lr,
-        plugins=[*args.plugins, stats],
-        out_dir=Path(args.out) / variant,
-        catalog=args.catalog,
+    learner = learner_from_args(
+        args, model, data, plugins=[*args.plugins, stats], out_dir=Path(args.out) / variant
     )
     start = time.perf_counter()
     learner.fit(args.epochs)

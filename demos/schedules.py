@@ -34,12 +34,11 @@ import torch
 from torch import nn
 
 from engine.cli import add_training_arguments
-from engine.cli import config_from_args
 from engine.cli import data_from_args
+from engine.cli import learner_from_args
 from engine.exceptions import LookinsideError
 from engine.init import init_cnn
 from engine.layers import GeneralRelu
-from engine.learner import Learner
 from engine.manager import load_catalog
 from engine.models import cnn
 from engine.models import conv_norm_layer
@@ -118,14 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         peak = DIGITS_PEAK if data.name == "digits" else LESSON_PEAK
     sched = args.sched or lesson_schedule(peak)
     options = {"lr": sched} if args.mom is None else {"lr": sched, "mom": args.mom}
-    learner = Learner(
-        model,
-        data,
-        lr=args.lr,
-        plugins=[*args.plugins, ("schedule", options), "recorder", "metrics"],
-        out_dir=args.out,
-        catalog=catalog,
-        config=config_from_args(args),
+    args.catalog = catalog
+    learner = learner_from_args(
+        args, model, data, plugins=[*args.plugins, ("schedule", options), "recorder", "metrics"]
     )
     print(f"schedule: {learner.plugins['schedule']!r} over {args.epochs} epochs")
     learner.fit(args.epochs)

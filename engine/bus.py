@@ -1,13 +1,20 @@
-"""Attach plugins to a learner: check them, then connect their methods to the events.
+"""Attach plugins to a learner: check them, then keep their receivers in run order.
 
 A plugin is any object whose methods are named after events
 (``def after_loss(self, learner) -> None``); it subscribes to exactly the events
 it implements. Optional attributes: ``order`` (an int, lower runs first, default
 0) and ``name`` (defaults to the class name in snake_case).
 
-The plugin's bound methods are connected with the learner as the sender and held
-strongly while the plugin is attached (blinker's default weak references would silently drop a
-plugin defined inside a function); detaching releases them.
+Each learner has one :class:`PluginBus`, and the bus is the only registry of its
+plugins' receivers: per event, the tuple of receivers in run order, rebuilt when a
+plugin is added or removed. The loop calls that tuple. Nothing is connected to the
+process-wide signals, so one plugin object can serve several learners (in turn, as
+when a notebook cell runs again, or at once), and a learner and its plugins are
+freed like any other objects when the last reference goes, even when a plugin keeps
+the learner (``self.learner = learner``).
+
+Receivers connected by hand to an event's blinker signal (``after_loss.connect(f)``)
+still run: the loop sends the signal, before the plugins, when it has receivers.
 """
 
 from __future__ import annotations
@@ -15,18 +22,19 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-import weakref
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from engine import events as _events
 from engine.exceptions import PluginValidationError
 
 _EVENT_LIKE = re.compile(r"^(begin|after|before)_\w+$")
+
+Receiver = Callable[[Any], None]
+"""A plugin's bound method for one event, called with the learner."""
 
 
 def plugin_name(plugin: object) -> str:
@@ -87,32 +95,22 @@ class _Attached:
     plugin: object
     order: int
     index: int
-    receivers: dict[str, Callable[[Any], None]]
-
-
-def _disconnect(attached: dict[str, _Attached]) -> None:
-    # Disconnect from every sender (ANY): that also removes the receiver from
-    # signal.receivers, where a per-sender disconnect would leave it, held strongly.
-    for entry in attached.values():
-        for event, receiver in entry.receivers.items():
-            _events.events[event].disconnect(receiver)
+    receivers: dict[str, Receiver]
 
 
 class PluginBus(Mapping[str, object]):
     """The plugins attached to one learner, by name, in the order they run.
 
-    Read it like a dict: ``learner.plugins["metrics"]``.
+    Read it like a dict: ``learner.plugins["metrics"]``. :attr:`dispatch` is what
+    the loop calls.
     """
 
-    def __init__(self, sender: object) -> None:
-        # a weak reference: the learner owns this bus, and blinker drops the
-        # learner's receivers itself once the learner is garbage-collected
-        self._sender_ref = weakref.ref(sender)
+    def __init__(self) -> None:
         self._attached: dict[str, _Attached] = {}
         self._counter = 0
-        # blinker forgets a dead sender's buckets but keeps strong receivers in
-        # signal.receivers forever; drop ours when the learner goes away.
-        weakref.finalize(sender, _disconnect, self._attached)
+        self.dispatch: dict[str, tuple[Receiver, ...]] = dict.fromkeys(_events.EVENTS, ())
+        """Per event, the attached plugins' receivers in run order (rebuilt on every
+        add and remove; read-only for everyone else)."""
 
     def __getitem__(self, name: str) -> object:
         try:
@@ -132,7 +130,7 @@ class PluginBus(Mapping[str, object]):
         return [a.name for a in ranked]
 
     def add(self, plugin: object, name: str | None = None) -> object:
-        """Check ``plugin`` and connect its receivers; returns the plugin."""
+        """Check ``plugin`` and add its receivers; returns the plugin."""
         name = name or plugin_name(plugin)
         if name in self._attached:
             raise PluginValidationError(
@@ -147,58 +145,41 @@ class PluginBus(Mapping[str, object]):
         receivers = event_methods(plugin, name)
         self._counter += 1
         self._attached[name] = _Attached(name, plugin, order, self._counter, receivers)
-        self._reconnect()
+        self._rebuild()
         return plugin
 
     def remove(self, name: str) -> object:
-        """Disconnect and forget the plugin called ``name``; returns it."""
+        """Forget the plugin called ``name`` and its receivers; returns it."""
         if name not in self._attached:
             self[name]  # raises the KeyError listing what is attached
-        self._disconnect_all()
         attached = self._attached.pop(name)
-        self._reconnect()
+        self._rebuild()
         return attached.plugin
 
-    def receiver_set(self) -> set[Callable[[Any], None]]:
-        """Every receiver this bus connected, for the loop's direct dispatch."""
-        return {r for entry in self._attached.values() for r in entry.receivers.values()}
+    def clear(self) -> None:
+        """Detach every plugin."""
+        self._attached.clear()
+        self._rebuild()
 
-    def owner(self, receiver: Callable[[Any], None]) -> tuple[str, str] | None:
+    def owner(self, receiver: Receiver) -> tuple[str, str] | None:
         """``(plugin name, event)`` of one of this bus's receivers, else ``None``."""
         for entry in self._attached.values():
             for event, method in entry.receivers.items():
-                if method == receiver:
+                if method is receiver:
                     return entry.name, event
-        return None
-
-    def owner_in_traceback(self, tb: TracebackType | None) -> tuple[str, str] | None:
-        """The first of this bus's receivers running in a traceback, if any."""
-        while tb is not None:
-            frame = tb.tb_frame
-            bound_self = frame.f_locals.get("self")
-            for entry in self._attached.values():
-                if entry.plugin is not bound_self:
-                    continue
-                for event, method in entry.receivers.items():
-                    if getattr(method, "__code__", None) is frame.f_code:
-                        return entry.name, event
-            tb = tb.tb_next
         return None
 
     def receivers(self, event: str) -> list[str]:
         """Names of the plugins that receive ``event``, in the order they run."""
         return [name for name in self._ordered() if event in self._attached[name].receivers]
 
-    def _disconnect_all(self) -> None:
-        _disconnect(self._attached)
+    def _rebuild(self) -> None:
+        ranked = [self._attached[name] for name in self._ordered()]
+        self.dispatch = {
+            event: tuple(a.receivers[event] for a in ranked if event in a.receivers)
+            for event in _events.EVENTS
+        }
 
-    def _reconnect(self) -> None:
-        # blinker keeps receivers in connection order (our OrderedSet), so
-        # reconnecting everything in sorted order keeps `order` exact.
-        self._disconnect_all()
-        sender = self._sender_ref()
-        if sender is None:
-            return
-        for name in self._ordered():
-            for event, receiver in self._attached[name].receivers.items():
-                _events.events[event].connect(receiver, sender=sender, weak=False)
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{a}" for a in self._ordered()) or "none"
+        return f"<PluginBus: {shown}>"

@@ -1,4 +1,7 @@
-"""The ``lookinside`` command: ``fit``, ``plugins``, ``demo``.
+"""The ``lookinside`` command: ``fit``, ``plugins``, ``new-plugin``, and what plugins add.
+
+Other commands come through the ``lookinside_commands`` hook, the built-in ones
+(``demo``, ``lr-find``) the same way as a third party's.
 
 Bad input (an unknown dataset or plugin, a bad option value, a missing file)
 ends with a one-line ``lookinside: error: ...`` on stderr and exit status 2.
@@ -7,22 +10,21 @@ ends with a one-line ``lookinside: error: ...`` on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import pkgutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 from typing import Literal
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from engine.config import Config
     from engine.data import DataBunch
+    from engine.learner import Learner
     from engine.manager import Catalog
-
-MAIN_DEMO = "look_inside"
-"""The demo ``lookinside demo`` runs without a name (the README's first command)."""
 
 
 def _positive_int(text: str) -> int:
@@ -89,6 +91,28 @@ def config_from_args(args: argparse.Namespace) -> Config | Literal[False]:
     if args.no_config:
         return False
     return load_config(args.config)
+
+
+def learner_from_args(
+    args: argparse.Namespace, model: nn.Module, data: DataBunch, **overrides: Any
+) -> Learner:
+    """The Learner the command line asks for: ``--lr``, ``--out``, ``-p`` and
+    ``--config``/``--no-config`` (found upward when neither is given), on ``model`` and
+    ``data``; ``overrides`` replace or add keyword arguments (``plugins``, ``out_dir``...).
+
+    ``fit`` and every demo build their learners here, so each honours the same options.
+    """
+    from engine.learner import Learner
+
+    options: dict[str, Any] = {
+        "lr": args.lr,
+        "plugins": list(args.plugins),
+        "out_dir": args.out,
+        "catalog": getattr(args, "catalog", None),
+        "config": config_from_args(args),
+    }
+    options.update(overrides)
+    return Learner(model, data, **options)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, default_bs: int = 16) -> None:
@@ -219,11 +243,6 @@ def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
     add_plugin_arguments(plugins)
     plugins.set_defaults(run=_plugins)
 
-    demo = commands.add_parser("demo", help=f"run a demo (default: {MAIN_DEMO})")
-    demo.add_argument("name", nargs="?", default=MAIN_DEMO, help="the demo; 'list' lists them")
-    demo.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the demo")
-    demo.set_defaults(run=lambda args: _demo(args.name, args.args))
-
     scaffold = commands.add_parser("new-plugin", help="write a plugin package to start from")
     scaffold.add_argument("name", help="the plugin's name, e.g. grad_watch")
     scaffold.add_argument("dir", nargs="?", default=".", help="where to write it (default .)")
@@ -276,7 +295,6 @@ def _fit(args: argparse.Namespace) -> int:
         return launch(args.nproc, ["-m", "engine.cli", *_without_nproc(args.argv)])
 
     from engine.exceptions import LookinsideError
-    from engine.learner import Learner
     from engine.models import cnn
 
     out = Path(args.out)
@@ -294,15 +312,8 @@ def _fit(args: argparse.Namespace) -> int:
     plugins = list(args.plugins)
     if args.resume:
         plugins.append(("checkpoint", {"resume": args.resume}))
-    learner = Learner(
-        model,
-        data,
-        lr=args.lr,
-        plugins=plugins,
-        defaults=not args.no_defaults,
-        out_dir=out,
-        catalog=catalog,
-        config=config_from_args(args),
+    learner = learner_from_args(
+        args, model, data, plugins=plugins, defaults=not args.no_defaults, out_dir=out
     )
     learner.fit(args.epochs)
     written = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -331,33 +342,6 @@ def _new_plugin(args: argparse.Namespace) -> int:
     root = new_plugin(args.name, args.dir)
     print(f"wrote {root}: cd {root} && pip install . && lookinside fit -p {args.name}")
     return 0
-
-
-def available_demos() -> list[str]:
-    """The demo modules in the ``demos`` package."""
-    import demos
-
-    return sorted(
-        info.name for info in pkgutil.iter_modules(demos.__path__) if not info.name.startswith("_")
-    )
-
-
-def _demo(name: str, argv: Sequence[str]) -> int:
-    from engine.exceptions import LookinsideError
-
-    names = available_demos()
-    if name == "list":
-        print("\n".join(names))
-        return 0
-    if name not in names:
-        import difflib
-
-        match = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {match[0]!r}?)" if match else ""
-        raise LookinsideError(f"unknown demo {name!r}{hint}; demos: {', '.join(names)}")
-    module = importlib.import_module(f"demos.{name}")
-    result = module.main(list(argv))
-    return int(result or 0)
 
 
 if __name__ == "__main__":

@@ -8,40 +8,41 @@ length of the fit; plugins read ``learner.rank``, ``learner.world_size`` and
 
 Cancellations must be agreed: when one rank stops and the others go on to the
 next collective operation (the gradients' all-reduce in ``backward``, the
-buffers' broadcast in ``forward``), they wait for it for ever. So, during a
-distributed fit, the loop meets the other ranks at *sync points*: before each
-training forward, before each backward and at the end of each pass (and of
-the fit; the one before the forward only when the forward communicates: a model
-with buffers that DDP broadcasts, or SyncBatchNorm). At each, every rank says what it is doing (going on, cancelling the
-batch, the pass or the fit, or out of batches) and all of them act on the
-strongest answer. A rank whose own plugin raised a cancellation says so at the
-next sync point the others reach. These exchanges travel on a separate gloo
-group, on the CPU, so they never wait for a GPU.
+buffers' broadcast in ``forward``, the metrics' sums), they wait for it for ever.
+So, during a distributed fit, the ``ddp`` plugin installs a
+:class:`DistributedCoordinator` as ``learner.coordinator``, and the loop meets the
+other ranks at its sync points (listed in :mod:`engine.coordinator`): before each
+training forward (only when the forward communicates: a model with buffers that
+DDP broadcasts, or SyncBatchNorm), before each backward, at the end of each pass
+and of each epoch, and before the collective operations plugins do through the
+coordinator (the buffers' broadcast before validation, the metrics' sums before
+``after_epoch``), so that no plugin ordered before them can make one rank skip
+them. At each, every rank casts a vote (going on, cancel the batch, out of
+batches, cancel the pass, cancel the fit) and all of them act on the strongest. A
+rank whose own plugin raised a cancellation casts it at the next sync point the
+others reach. These exchanges travel on a separate gloo group, on the CPU, so they
+never wait for a GPU.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from engine.coordinator import Coordinator
+from engine.coordinator import Vote
 from engine.exceptions import CancelBatchException
-from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelException
-from engine.exceptions import CancelTrainException
-
-GOING_ON, CANCEL_BATCH, PASS_OVER, CANCEL_EPOCH, CANCEL_TRAIN = range(5)
-"""What a rank says at a sync point, weakest first: the strongest one any rank
-says is what every rank does."""
 
 _STARTS = itertools.count(1)
 """How many process groups this process started (the same count on every rank)."""
-
-SAYINGS = ("going on", "cancel the batch", "out of batches", "cancel the pass", "cancel the fit")
 
 
 def env_world_size() -> int:
@@ -130,15 +131,15 @@ class Distributed:
         """Whether this is rank 0, the one that prints and writes files."""
         return self.rank == 0
 
-    def agree(self, saying: int) -> list[int]:
-        """Meet the other ranks at a sync point; returns how many ranks said what.
+    def agree(self, vote: Vote) -> list[int]:
+        """Meet the other ranks at a sync point; returns how many ranks cast each vote.
 
-        :param saying: what this rank does: one of :data:`GOING_ON`...
-            :data:`CANCEL_TRAIN`.
-        :returns: per saying, the number of ranks that said it.
+        :param vote: what this rank does.
+        :returns: per vote (indexed by :class:`~engine.coordinator.Vote`), the
+            number of ranks that cast it.
         """
-        counts = torch.zeros(len(SAYINGS), dtype=torch.int64)
-        counts[saying] = 1
+        counts = torch.zeros(len(Vote), dtype=torch.int64)
+        counts[vote] = 1
         dist.all_reduce(counts, group=self.control)
         self.agreements += 1
         return [int(c) for c in counts.tolist()]
@@ -176,41 +177,94 @@ class Distributed:
         return f"<Distributed rank {self.rank} of {self.world_size}, {self.backend}>"
 
 
-def strongest(counts: list[int], mine: int) -> CancelException | None:
-    """What this rank must raise after a sync point, or ``None`` to go on.
+def decide(counts: list[int], mine: Vote) -> Vote:
+    """What this rank does after a sync point: the strongest vote cast, if stronger
+    than its own, else :attr:`~engine.coordinator.Vote.GOING_ON` (go on as it was).
 
     :param counts: :meth:`Distributed.agree`'s answer.
-    :param mine: what this rank said; only a stronger saying raises.
-    :returns: the cancellation to raise, marked as agreed (see :func:`is_agreed`).
+    :param mine: the vote this rank cast.
     """
-    for saying in (CANCEL_TRAIN, CANCEL_EPOCH, PASS_OVER, CANCEL_BATCH):
-        if saying <= mine:
-            return None
-        if counts[saying]:
-            exc = _EXCEPTIONS[saying](
-                f"{SAYINGS[saying]}: agreed by all ranks ({counts[saying]} of {sum(counts)} "
-                "asked for it)"
-            )
-            exc.agreed = True  # type: ignore[attr-defined]
-            return exc
-    return None
+    strongest = max((v for v in Vote if counts[v]), default=Vote.GOING_ON)
+    return strongest if strongest > mine else Vote.GOING_ON
 
 
-def is_agreed(exc: BaseException) -> bool:
-    """Whether a cancellation was raised by a sync point (the ranks already know)."""
-    return getattr(exc, "agreed", False) is True
+class DistributedCoordinator(Coordinator):
+    """The ranks of a distributed fit meet at the loop's sync points (installed by ``ddp``).
 
+    At each point every rank casts a :class:`~engine.coordinator.Vote` and raises
+    the strongest one if it is stronger than its own. A cancellation a rank raised
+    itself is cast at the next point the loop reaches (:meth:`cancelled`), where the
+    others meet it; one raised by a sync point is not cast again: every rank knows.
 
-class PassOver(CancelException):
-    """Another rank ran out of batches: this pass ends on every rank (raised by the loop)."""
+    :param dist: this process's :class:`Distributed`.
+    :param sync_forward: the training forward communicates (buffers broadcast,
+        SyncBatchNorm), so the ranks must agree before it too.
+    :param buffers: rank 0's buffers are broadcast to the others before each
+        validation pass (``None``: no broadcast).
+    """
 
+    def __init__(
+        self,
+        dist: Distributed,
+        sync_forward: bool = True,
+        buffers: Callable[[], Iterable[torch.Tensor]] | None = None,
+    ) -> None:
+        self.dist = dist
+        self.sync_forward = sync_forward
+        self.buffers = buffers
+        self.pass_over = False
+        self._training = True
+        self._raised: CancelException | None = None
+        self._reductions: list[Callable[[], None]] = []
 
-_EXCEPTIONS: dict[int, type[CancelException]] = {
-    CANCEL_BATCH: CancelBatchException,
-    PASS_OVER: PassOver,
-    CANCEL_EPOCH: CancelEpochException,
-    CANCEL_TRAIN: CancelTrainException,
-}
+    def _agree(self, vote: Vote) -> None:
+        winner = decide(self.dist.agree(vote), vote)
+        if winner is Vote.GOING_ON:
+            return
+        self.pass_over = winner is Vote.PASS_OVER
+        exc = winner.exception(f"{winner.words}: agreed by all {self.dist.world_size} ranks")
+        self._raised = exc
+        raise exc
+
+    def begin_pass(self, training: bool) -> None:
+        self.pass_over = False
+        self._training = training
+        if not training and self.buffers is not None:
+            # every rank validates rank 0's model; agreeing first, so that a rank
+            # that cancelled since the training pass ended does not leave the others
+            # waiting in the broadcast
+            self._agree(Vote.GOING_ON)
+            for buffer in self.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def before_forward(self) -> None:
+        if self.sync_forward:
+            self._agree(Vote.GOING_ON)
+
+    def before_backward(self) -> None:
+        self._agree(Vote.GOING_ON)
+
+    def end_of_pass(self) -> None:
+        self._agree(Vote.PASS_OVER)
+
+    def before_epoch_ends(self) -> None:
+        if self._reductions:
+            self._agree(Vote.GOING_ON)
+            for reduce in self._reductions:
+                reduce()
+
+    def end_of_epoch(self) -> None:
+        self._agree(Vote.GOING_ON)
+
+    def cancelled(self, exc: CancelException, after_backward: bool = False) -> None:
+        if exc is self._raised:
+            return  # raised by a sync point: every rank raised it
+        if isinstance(exc, CancelBatchException) and (after_backward or not self._training):
+            return  # nothing collective left in this batch: the cancellation is local
+        self._agree(Vote.of(exc))
+
+    def add_reduction(self, reduce: Callable[[], None]) -> None:
+        self._reductions.append(reduce)
 
 
 def main_process() -> bool:

@@ -55,44 +55,30 @@ event but ``after_cancel_train`` and ``after_fit``.
 
 The order in which receivers of one event run is set by each plugin's ``order``
 (lower first), then by the order the plugins were added. Receivers connected
-directly to a signal with ``sender=ANY`` run before the learner's plugins, in
-connection order, and see every learner's events.
+by hand to a signal (``after_loss.connect(f)``, any sender, or ``sender=learner``
+for one learner) run before the learner's plugins, in connection order; with
+``sender=ANY`` they see every learner's events. Plugins are not connected to the
+signals: each learner's :class:`~engine.bus.PluginBus` keeps their receivers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-from typing import TypeVar
 from typing import cast
 
-from blinker import ANY
 from blinker import NamedSignal
 from blinker import Namespace
 
 from engine._ordered_set import OrderedSet
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 class OrderedSignal(NamedSignal):
     """A blinker signal that calls its receivers in the order they were connected.
 
-    Every connect and disconnect bumps :attr:`generation`, so the loop knows when
-    the receivers it looked up for a learner may have changed.
+    Only receivers connected by hand live on the signals: a learner's plugins are
+    kept, in their own order, by the learner's :class:`~engine.bus.PluginBus`.
     """
 
     set_class = OrderedSet  # type: ignore[assignment]  # a set in all but its order
-    generation = 0
-    """Counts connections and disconnections on every event signal."""
-
-    def connect(self, receiver: F, sender: Any = ANY, weak: bool = True) -> F:
-        OrderedSignal.generation += 1
-        return super().connect(receiver, sender, weak)
-
-    def disconnect(self, receiver: Callable[..., Any], sender: Any = ANY) -> None:
-        OrderedSignal.generation += 1
-        super().disconnect(receiver, sender)
 
 
 class _EventNamespace(Namespace):

@@ -38,5 +38,21 @@ class PluginValidationError(PluginError):
     """A plugin breaks the plugin contract (event names, receiver signatures)."""
 
 
+class PluginValueError(PluginError, ValueError):
+    """A plugin created by name rejected an option's value; the message names the plugin.
+
+    Both a :class:`PluginError` (the CLI prints it on one line) and the
+    ``ValueError`` the plugin raised, which is its ``__cause__``.
+    """
+
+
+class PluginTypeError(PluginError, TypeError):
+    """A plugin created by name rejected an option's type; the message names the plugin.
+
+    Both a :class:`PluginError` and the ``TypeError`` the plugin raised, which is
+    its ``__cause__``.
+    """
+
+
 class DataError(LookinsideError):
     """A dataset could not be found or read."""

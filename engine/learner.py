@@ -1,8 +1,11 @@
 """The Learner: model, data, loss and optimizer, and the bare training loop.
 
-Everything beyond the loop (moving to a device, metrics, progress, recording,
-schedules...) is a plugin listening to the events of :mod:`engine.events`. The
-loop's firing order and the cancellation table are documented there.
+The loop itself sets the model's mode (``train()`` for the training pass, ``eval()``
+for validation, ``train()`` again before ``after_fit``) and counts progress
+(``n_iter``, ``n_epochs``); everything beyond (moving to a device, metrics,
+progress, recording, schedules...) is a plugin listening to the events of
+:mod:`engine.events`. The loop's firing order and the cancellation table are
+documented there.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 import torch
@@ -21,20 +26,13 @@ from torch import nn
 
 from engine import events as ev
 from engine.bus import PluginBus
+from engine.bus import Receiver
 from engine.bus import plugin_name
 from engine.config import Config
 from engine.config import load_config
+from engine.coordinator import Coordinator
 from engine.data import DataBunch
 from engine.data import as_databunch
-from engine.distributed import CANCEL_BATCH
-from engine.distributed import CANCEL_EPOCH
-from engine.distributed import CANCEL_TRAIN
-from engine.distributed import GOING_ON
-from engine.distributed import PASS_OVER
-from engine.distributed import Distributed
-from engine.distributed import PassOver
-from engine.distributed import is_agreed
-from engine.distributed import strongest
 from engine.exceptions import CancelBatchException
 from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelException
@@ -46,6 +44,9 @@ from engine.manager import tracing
 from engine.selection import PluginRequest
 from engine.selection import select
 
+if TYPE_CHECKING:
+    from engine.distributed import Distributed
+
 OptFunc = Callable[..., torch.optim.Optimizer]
 
 
@@ -55,8 +56,10 @@ class Learner:
     What plugins read (and may replace where noted) during a fit:
 
     - ``model``, ``data``, ``loss_func``, ``opt`` (the optimizer), ``lr``
-    - ``epoch`` (0-based), ``epochs``, ``n_epochs`` (fractional progress),
-      ``n_iter`` (training batches done), ``iters`` (batches in the current pass),
+    - ``epoch`` (0-based), ``epochs``, ``n_epochs`` (fractional epochs of training
+      done: 1.5 halfway through the second epoch; updated before each
+      ``after_batch``), ``n_iter`` (training batches done since the fit began,
+      cancelled ones included), ``iters`` (batches in the current pass),
       ``iter`` (index of the batch in the pass), ``in_train``, ``dl``
     - ``xb``, ``yb``, ``pred``, ``loss``: replaceable by receivers of the event
       that sets them and of the following ones
@@ -74,6 +77,9 @@ class Learner:
       writes files) read it
     - ``model_wrapper``: a module wrapping ``model`` that the loop calls in its
       place (``DistributedDataParallel``, set by ``ddp``), else ``None``
+    - ``coordinator``: what the loop calls at its sync points
+      (:mod:`engine.coordinator`): a :class:`~engine.coordinator.Coordinator` that
+      does nothing, or during a distributed fit the one ``ddp`` installs
 
     :param model: the network.
     :param data: a :class:`~engine.data.DataBunch`, or a ``(train, valid)`` pair of
@@ -88,9 +94,10 @@ class Learner:
     :param catalog: the plugin catalogue to resolve names in; by default the
         installed plugins (:func:`engine.manager.load_catalog`).
     :param config: a config file (path or :class:`~engine.config.Config`) whose
-        ``plugins`` and option tables apply before ``plugins``; ``None`` finds
-        ``lookinside.toml`` / ``[tool.lookinside]`` from the current folder up
-        (only when ``defaults`` is on); ``False`` reads none.
+        ``plugins`` and option tables apply before ``plugins``; ``True`` finds
+        ``lookinside.toml`` / ``[tool.lookinside]`` from the current folder up, as
+        the command line does; ``None`` or ``False`` (the default) reads none, so a
+        file lying in the working folder never changes a script's learner.
     """
 
     def __init__(
@@ -134,14 +141,14 @@ class Learner:
         self.error: BaseException | None = None
         self.grad_scale: torch.Tensor | None = None
         self.dist: Distributed | None = None
+        self.coordinator = Coordinator()
         self.model_wrapper: nn.Module | None = None
-        self.plugins = PluginBus(self)
+        self.plugins = PluginBus()
         self._trace = False
         self._fitting = False
-        self._generation = -1
-        self._dispatch: dict[NamedSignal, tuple[Callable[[Any], None], ...] | None] = {}
+        self._stepping = False
         requests = list(plugins)
-        self.config = _as_config(config, defaults)
+        self.config = _as_config(config)
         named = any(isinstance(r, (str, tuple)) for r in requests) or self.config.path is not None
         if catalog is None and (defaults or named):
             catalog = load_catalog()
@@ -218,162 +225,152 @@ class Learner:
                 group["lr"] = self.lr
         self.epochs = epochs
         self.epoch = 0
+        self.n_epochs = 0.0
+        self.n_iter = 0
         self._trace = tracing()
         self._fitting = True
+        self._stepping = False
         self.error = None
-        self.dist = None  # ddp sets it again in begin_fit
+        self.dist = None  # ddp sets both again in begin_fit
+        self.coordinator = Coordinator()
         try:
-            self._emit(ev.begin_fit)
-            # a begin_fit receiver may move the start (resuming from a checkpoint)
-            for epoch in range(self.epoch, epochs):
-                self.epoch = epoch
-                self.log = {"epoch": epoch}
-                self._one_pass(self.data.train_dl, True, ev.begin_epoch)
-                if self.data.valid_dl is not None:
-                    with torch.no_grad():
-                        self._one_pass(self.data.valid_dl, False, ev.begin_validate)
-                self._emit(ev.after_epoch)
-                self._sync(GOING_ON)  # a rank may have cancelled in after_epoch
-        except CancelTrainException as exc:
-            if not is_agreed(exc):
-                self._sync(CANCEL_TRAIN)  # tell the other ranks
-            self._emit(ev.after_cancel_train)
+            self._with_events(
+                self._all_epochs, "begin_fit", CancelTrainException, "after_cancel_train"
+            )
         except BaseException as exc:
             self.error = exc  # after_fit receivers see why the fit ended
             raise
         finally:
             self._fitting = False
-            self._emit(ev.after_fit)
+            self.model.train()
+            self.coordinator = Coordinator()  # no sync point in after_fit
+            self._emit("after_fit")
 
-    def _one_pass(self, dl: Iterable[Any], in_train: bool, begin: NamedSignal) -> None:
+    def _with_events(
+        self,
+        body: Callable[[], None],
+        begin: str,
+        cancel: type[CancelException],
+        cancelled: str,
+        after: str | None = None,
+    ) -> None:
+        """The protocol of every stage: ``begin``, the body, ``cancelled`` if ``cancel``
+        was raised, then ``after`` (if any). Anything else propagates unchanged."""
+        try:
+            self._emit(begin)
+            body()
+        except cancel as exc:
+            self.coordinator.cancelled(exc, after_backward=self._stepping)
+            self._emit(cancelled)
+        if after is not None:
+            self._emit(after)
+
+    def _all_epochs(self) -> None:
+        # a begin_fit receiver may move the start (resuming from a checkpoint)
+        for epoch in range(self.epoch, self.epochs):
+            self.epoch = epoch
+            self.log = {"epoch": epoch}
+            self.n_epochs = float(epoch)
+            self._one_pass(self.data.train_dl, True, "begin_epoch")
+            if self.data.valid_dl is not None:
+                with torch.no_grad():
+                    self._one_pass(self.data.valid_dl, False, "begin_validate")
+            self.coordinator.before_epoch_ends()
+            self._emit("after_epoch")
+            self.coordinator.end_of_epoch()
+
+    def _one_pass(self, dl: Iterable[Any], in_train: bool, begin: str) -> None:
         self.dl = dl
         self.in_train = in_train
         self.iters = _length(dl)
-        try:
-            self._emit(begin)
-            for self.iter, batch in enumerate(dl):
-                self._one_batch(batch)
-            self._sync(PASS_OVER)
-        except PassOver:
-            pass  # another rank had no batch left: so does this one
-        except CancelEpochException as exc:
-            if not is_agreed(exc):
-                self._sync(CANCEL_EPOCH)
-            self._emit(ev.after_cancel_epoch)
+        self.model.train(in_train)
+        self.coordinator.begin_pass(in_train)
+        self._with_events(
+            partial(self._batches, dl), begin, CancelEpochException, "after_cancel_epoch"
+        )
 
-    def _one_batch(self, batch: Any) -> None:
-        self.pred = None
-        self.loss = None
-        try:
-            self.xb, self.yb = batch
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"a batch should be a pair (inputs, targets), got {type(batch).__name__}; "
-                "wrap the loader so it yields (xb, yb)"
-            ) from None
-        # in a distributed fit, the ranks agree before each collective operation
-        # (buffers broadcast in forward, gradients all-reduced in backward)
-        agree = self.dist is not None and self.in_train
-        try:
-            self._emit(ev.begin_batch)
-            if agree and self.dist.sync_forward:  # type: ignore[union-attr]
-                self._sync(GOING_ON)
-            # validation needs no gradient sync: the plain model (ddp syncs its buffers)
-            model = self.model_wrapper if self.in_train and self.model_wrapper else self.model
-            self.pred = model(self.xb)
-            self._emit(ev.after_pred)
-            self.loss = self.loss_func(self.pred, self.yb)
-            self._emit(ev.after_loss)
-            if self.in_train:
-                if agree:
-                    self._sync(GOING_ON)
-                    agree = False  # after backward, a batch's cancellation is local
-                self.loss.backward()
-                self._emit(ev.after_backward)
-                self.opt.step()  # type: ignore[union-attr]
-                self._emit(ev.after_step)
-                self.opt.zero_grad()  # type: ignore[union-attr]
-        except (CancelBatchException, PassOver) as exc:
-            if agree and not is_agreed(exc):
-                self._sync(CANCEL_BATCH)
-            if isinstance(exc, PassOver):  # the batch ends as cancelled, then the pass
-                self._emit(ev.after_cancel_batch)
-                self._emit(ev.after_batch)
-                raise
-            # A batch cancelled after backward keeps its gradients (gradient
-            # accumulation relies on it); zero them in after_cancel_batch if needed.
-            self._emit(ev.after_cancel_batch)
-        self._emit(ev.after_batch)
+    def _batches(self, dl: Iterable[Any]) -> None:
+        for self.iter, batch in enumerate(dl):
+            self.xb, self.yb = _pair(batch)
+            self.pred = None
+            self.loss = None
+            self._with_events(
+                self._one_batch, "begin_batch", CancelBatchException, "after_cancel_batch"
+            )
+            self._end_batch()
+            if self.coordinator.pass_over:
+                return  # another process had no batch left: neither has this one
+        self.coordinator.end_of_pass()
 
-    def _sync(self, saying: int) -> None:
-        """A sync point of a distributed fit: raise what the ranks agreed on.
-
-        Does nothing in a single-process fit. See :mod:`engine.distributed`.
-        """
-        if self.dist is None:
+    def _one_batch(self) -> None:
+        if self.in_train:
+            self.coordinator.before_forward()
+        # validation needs no gradient sync: the plain model (ddp syncs its buffers)
+        model = self.model_wrapper if self.in_train and self.model_wrapper else self.model
+        self.pred = model(self.xb)
+        self._emit("after_pred")
+        self.loss = self.loss_func(self.pred, self.yb)
+        self._emit("after_loss")
+        if not self.in_train:
             return
-        exc = strongest(self.dist.agree(saying), saying)
-        if exc is not None:
-            raise exc
+        self.coordinator.before_backward()
+        self._stepping = True  # a batch cancelled from here on keeps its gradients
+        self.loss.backward()
+        self._emit("after_backward")
+        self.opt.step()  # type: ignore[union-attr]
+        self._emit("after_step")
+        self.opt.zero_grad()  # type: ignore[union-attr]
 
-    def _emit(self, signal: NamedSignal) -> None:
-        if ev.OrderedSignal.generation != self._generation:
-            self._refresh_dispatch()
-        receivers = self._dispatch[signal]
-        if receivers is None or self._trace:
-            self._send(signal, receivers)
-            return
-        # the same receivers, in the same order, that signal.send(self) would call;
-        # calling them directly skips send's per-receiver coroutine check (~1.5 µs)
-        try:
-            for receiver in receivers:
-                receiver(self)
-        except CancelException:
-            raise
-        except Exception as exc:
-            _add_note(exc, self.plugins.owner(receiver), signal.name)
-            raise
+    def _end_batch(self) -> None:
+        """Count a training batch (also a cancelled one), then ``after_batch``."""
+        if self.in_train:
+            self.n_iter += 1
+            if self.iters:
+                self.n_epochs += 1.0 / self.iters
+        self._stepping = False
+        self._emit("after_batch")
 
-    def _send(
-        self, signal: NamedSignal, receivers: tuple[Callable[[Any], None], ...] | None
-    ) -> None:
-        """Send through blinker (receivers connected by hand), or log each call."""
+    def _emit(self, event: str) -> None:
+        """Send ``event``: receivers connected to the signal by hand, then the plugins."""
         if self._trace:
-            trace_log.debug("send %s", signal.name)
+            self._emit_traced(event)
+            return
+        signal = ev.events[event]
+        if signal.receivers:
+            _send(signal, self)
+        receiver: Receiver | None = None
         try:
-            if receivers is None:
-                signal.send(self)
-                return
-            for receiver in receivers:
-                owner = self.plugins.owner(receiver)
-                trace_log.debug("  %s.%s", *(owner or (repr(receiver), signal.name)))
+            for receiver in self.plugins.dispatch[event]:
                 receiver(self)
         except CancelException:
             raise
-        except Exception as exc:
-            _add_note(exc, self.plugins.owner_in_traceback(exc.__traceback__), signal.name)
+        except BaseException as exc:
+            _add_note(exc, self.plugins.owner(receiver) if receiver else None, event)
             raise
 
-    def _refresh_dispatch(self) -> None:
-        """Look up each event's receivers for this learner after any (dis)connection.
-
-        When every receiver is one of our plugins' (synchronous) receivers, the
-        loop calls them directly; otherwise (receivers connected by hand, with
-        ``sender=ANY`` or weakly) it goes through ``signal.send``.
-        """
-        owned = self.plugins.receiver_set()
-        for name in ev.EVENTS:
-            signal = ev.events[name]
-            found = tuple(signal.receivers_for(self))
-            self._dispatch[signal] = found if all(r in owned for r in found) else None
-        self._generation = ev.OrderedSignal.generation
+    def _emit_traced(self, event: str) -> None:
+        """:meth:`_emit`, logging the event and each plugin's receiver (``LOOKINSIDE_TRACE``)."""
+        trace_log.debug("send %s", event)
+        signal = ev.events[event]
+        if signal.receivers:
+            _send(signal, self)
+        for receiver in self.plugins.dispatch[event]:
+            owner = self.plugins.owner(receiver)
+            trace_log.debug("  %s.%s", *(owner or (repr(receiver), event)))
+            try:
+                receiver(self)
+            except CancelException:
+                raise
+            except BaseException as exc:
+                _add_note(exc, owner, event)
+                raise
 
     def __repr__(self) -> str:
         names = ", ".join(self.plugins) or "none"
         return f"<Learner {type(self.model).__name__} lr={self.lr} plugins: {names}>"
 
 
-def _add_note(exc: Exception, owner: tuple[str, str] | None, event: str) -> None:
+def _add_note(exc: BaseException, owner: tuple[str, str] | None, event: str) -> None:
     """Say which plugin raised, on the exception itself (Python 3.11+)."""
     where = (
         f"while plugin {owner[0]!r} handled {owner[1]!r}" if owner else f"while sending {event!r}"
@@ -382,12 +379,34 @@ def _add_note(exc: Exception, owner: tuple[str, str] | None, event: str) -> None
         exc.add_note(where)
 
 
-def _as_config(config: Config | str | Path | bool | None, defaults: bool) -> Config:
+def _send(signal: NamedSignal, learner: Learner) -> None:
+    """Send through blinker, to receivers connected to the signal by hand."""
+    try:
+        signal.send(learner)
+    except CancelException:
+        raise
+    except BaseException as exc:
+        _add_note(exc, None, f"{signal.name}' (to a receiver connected by hand to the signal")
+        raise
+
+
+def _pair(batch: Any) -> tuple[Any, Any]:
+    try:
+        xb, yb = batch
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"a batch should be a pair (inputs, targets), got {type(batch).__name__}; "
+            "wrap the loader so it yields (xb, yb)"
+        ) from None
+    return xb, yb
+
+
+def _as_config(config: Config | str | Path | bool | None) -> Config:
     if isinstance(config, Config):
         return config
-    if config is False or (config is None and not defaults):
+    if config is None or config is False:
         return Config()
-    if config is None or config is True:
+    if config is True:
         return load_config()
     return load_config(config)
 

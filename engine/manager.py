@@ -44,7 +44,7 @@ from engine.options import options_from_factory
 BUILTIN_DISTRIBUTION = "lookinside"
 """Entry points of this distribution load even when autoload is disabled."""
 
-REQUIRED_PLUGINS = ("train_eval",)
+REQUIRED_PLUGINS: tuple[str, ...] = ()
 """Plugins the loop needs; they are always enabled and cannot be turned off."""
 
 trace_log = logging.getLogger("lookinside.trace")

@@ -19,6 +19,10 @@ from typing import Any
 from typing import Literal
 from typing import Union
 
+from engine._checks import did_you_mean
+from engine._checks import in_plugin
+from engine._checks import is_int
+from engine._checks import is_number
 from engine.exceptions import PluginError
 
 _EMPTY = inspect.Parameter.empty
@@ -127,9 +131,9 @@ def convert(plugin: str, option: Option, value: Any) -> Any:
     try:
         return _convert(option.type, value)
     except ValueError as exc:
-        raise PluginError(
-            f"plugin {plugin!r}: option {option.name!r} expects {option.type_name}, got {value!r}"
-        ) from exc
+        hint = did_you_mean(value, [str(choice) for choice in _choices(option.type)])
+        message = f"option {option.name!r} expects {option.type_name}, got {value!r}{hint}"
+        raise PluginError(in_plugin(plugin, message)) from exc
 
 
 def _check_value(plugin: str, option: Option, value: Any) -> None:
@@ -138,18 +142,28 @@ def _check_value(plugin: str, option: Option, value: Any) -> None:
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = is_int(value)
     elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = is_number(value)
     elif kind is str:
         ok = isinstance(value, str)
     else:
         return  # unions, literals, sequences, callables: the plugin checks them
     if not ok:
-        raise PluginError(
-            f"plugin {plugin!r}: option {option.name!r} expects {option.type_name}, got "
-            f"{value!r} ({type(value).__name__})"
+        message = (
+            f"option {option.name!r} expects {option.type_name}, got {value!r} "
+            f"({type(value).__name__})"
         )
+        raise PluginError(in_plugin(plugin, message))
+
+
+def _choices(kind: Any) -> list[Any]:
+    """The values of the ``Literal`` types in ``kind`` (``X | None`` included)."""
+    if typing.get_origin(kind) is Literal:
+        return list(typing.get_args(kind))
+    if typing.get_origin(kind) in (Union, types.UnionType):
+        return [choice for arg in typing.get_args(kind) for choice in _choices(arg)]
+    return []
 
 
 def _convert(kind: Any, text: str) -> Any:

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from engine._checks import in_plugin
 from engine.config import Config
 from engine.exceptions import PluginError
+from engine.exceptions import PluginTypeError
+from engine.exceptions import PluginValueError
 from engine.manager import Catalog
 from engine.manager import PluginSpec
 from engine.options import REQUIRED
@@ -43,19 +46,31 @@ class Enabled:
     """Where each option given came from."""
 
     def create(self) -> object:
-        """Call the factory with the options; bad values become a PluginError."""
+        """Call the factory with the options, naming the plugin in the errors it raises.
+
+        This is the one place a plugin's errors get its name: a ``ValueError`` or
+        ``TypeError`` from the factory (a check of :mod:`engine._checks`, say)
+        comes out as a :class:`PluginValueError` or :class:`PluginTypeError`,
+        still a ``ValueError`` or ``TypeError`` and also a :class:`PluginError`,
+        with ``plugin 'NAME': `` in front of the same text, chained to the original.
+
+        :raises PluginError: an option the plugin needs was not given.
+        :raises PluginValueError: the factory raised a ``ValueError``.
+        :raises PluginTypeError: the factory raised a ``TypeError``.
+        """
+        name = self.spec.name
         for option in self.spec.options:
             if option.default is REQUIRED and option.name not in self.options:
                 raise PluginError(
-                    f"plugin {self.spec.name!r} needs option {option.name!r} "
-                    f"({option.type_name}): -p {self.spec.name}:{option.name}=VALUE"
+                    f"plugin {name!r} needs option {option.name!r} "
+                    f"({option.type_name}): -p {name}:{option.name}=VALUE"
                 )
         try:
             return self.spec.factory(**self.options)
-        except (TypeError, ValueError) as exc:
-            prefix = f"plugin {self.spec.name!r}"
-            message = str(exc) if str(exc).startswith(prefix) else f"{prefix}: {exc}"
-            raise PluginError(message) from exc
+        except ValueError as exc:
+            raise PluginValueError(in_plugin(name, str(exc))) from exc
+        except TypeError as exc:
+            raise PluginTypeError(in_plugin(name, str(exc))) from exc
 
 
 def select(
@@ -106,7 +121,7 @@ def _apply(
         elif isinstance(request, tuple) and len(request) == 2 and isinstance(request[0], str):
             name, given = request
             if not isinstance(given, dict):
-                raise PluginError(f"plugin {name!r}: options must be a dict, got {given!r}")
+                raise PluginError(in_plugin(name, f"options must be a dict, got {given!r}"))
         elif isinstance(request, type):
             objects.append(request())
             continue

@@ -27,6 +27,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from engine._checks import positive_int
 from observers import plots
 from observers.activation_data import ActivationData
 
@@ -55,9 +56,7 @@ def _lines(
     layers: Sequence[int | str] | None,
 ) -> Axes:
     ax = plots.axes_or_new(ax)
-    if first is not None and (isinstance(first, bool) or not isinstance(first, int) or first < 1):
-        raise ValueError(f"first should be a positive number of batches or None, got {first!r}")
-    keep = len(data) if first is None else min(first, len(data))
+    keep = len(data) if first is None else min(positive_int("first", first), len(data))
     xs = data.iterations[:keep]
     for m in _layers(data, layers) if keep else []:
         ax.plot(xs, values[:keep, m].tolist(), label=data.names[m], linewidth=1.0)
@@ -160,8 +159,7 @@ def color_dim_figure(
     :param layers: the layers, by index or name; all by default.
     :param ncols: panels per row.
     """
-    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"ncols should be a positive integer, got {ncols!r}")
+    positive_int("ncols", ncols)
     chosen = _layers(data, layers)
     nrows = max(1, math.ceil(len(chosen) / ncols))
     figure = plots.new_figure((4.0 * ncols, 3.0 * nrows))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import math
 import sys
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -39,6 +38,11 @@ from typing import Any
 from torch import Tensor
 from torch import nn
 
+from engine._checks import integer
+from engine._checks import non_negative_int
+from engine._checks import number
+from engine._checks import positive_int
+from engine._checks import strings
 from engine.hookspecs import hookimpl
 from observers.activation_data import ActivationBuffer
 from observers.activation_data import ActivationData
@@ -101,24 +105,21 @@ class ActivationStats:
         save: bool = True,
         report: bool = True,
     ) -> None:
-        self.patterns = _strings("modules", modules)
-        self.types = _strings("types", types)
-        self.every = _count("every", every, 1)
-        self.bins = _count("bins", bins, 1)
-        self.zero_bins = _count("zero_bins", zero_bins, 1)
+        self.patterns = tuple(p for p in strings("modules", modules) if p)
+        self.types = tuple(t for t in strings("types", types) if t)
+        self.every = positive_int("every", every)
+        self.bins = positive_int("bins", bins)
+        self.zero_bins = positive_int("zero_bins", zero_bins)
         if self.zero_bins > self.bins:
             raise ValueError(
-                f"plugin 'activation_stats': zero_bins ({zero_bins}) should be at most bins "
-                f"({bins}); lower zero_bins or raise bins"
+                f"zero_bins ({zero_bins}) should be at most bins ({bins}); lower zero_bins "
+                "or raise bins"
             )
-        self.sample = _count("sample", sample, 0)
-        self.max_batches = _count("max_batches", max_batches, 2)
+        self.sample = non_negative_int("sample", sample)
+        self.max_batches = integer("max_batches", max_batches, at_least=2)
         self.fixed_range = _range(range_min, range_max)
-        if grad_range is not None and not (_is_number(grad_range) and grad_range > 0):
-            raise ValueError(
-                f"plugin 'activation_stats': grad_range should be a positive number or "
-                f"None (automatic), got {grad_range!r}"
-            )
+        if grad_range is not None:
+            number("grad_range", grad_range, positive=True)
         self.grad_range = grad_range
         self.valid, self.grads, self.save, self.report = valid, grads, save, report
         self.data: ActivationData | None = None
@@ -343,44 +344,19 @@ def select_modules(
     return found
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _count(option: str, value: object, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(
-            f"plugin 'activation_stats': {option} should be an integer of at least {least}, "
-            f"got {value!r}"
-        )
-    return value
-
-
-def _strings(option: str, value: object) -> tuple[str, ...]:
-    items = (value,) if isinstance(value, str) else value
-    if not isinstance(items, Sequence) or not all(isinstance(v, str) for v in items):
-        raise TypeError(
-            f"plugin 'activation_stats': {option} should be a sequence of strings, got {value!r}"
-        )
-    return tuple(v for v in items if v)
-
-
 def _range(low: float | None, high: float | None) -> tuple[float, float] | None:
     if low is None and high is None:
         return None
-    if not (isinstance(low, (int, float)) and isinstance(high, (int, float))) or (
-        isinstance(low, bool) or isinstance(high, bool)
-    ):
+    if low is None or high is None:
         raise TypeError(
-            "plugin 'activation_stats': give both range_min and range_max (numbers), or "
-            f"neither for the automatic range; got range_min={low!r}, range_max={high!r}"
+            "give both range_min and range_max, or neither for the automatic range; "
+            f"got range_min={low!r}, range_max={high!r}"
         )
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(
-            f"plugin 'activation_stats': range_min should be below range_max, both finite; "
-            f"got {low!r} and {high!r}"
-        )
-    return float(low), float(high)
+    low = number("range_min", low, finite=True)
+    high = number("range_max", high, finite=True)
+    if low >= high:
+        raise ValueError(f"range_min should be below range_max, got {low!r} and {high!r}")
+    return low, high
 
 
 @hookimpl

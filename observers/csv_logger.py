@@ -43,9 +43,7 @@ class CSVLogger:
 
     def __init__(self, path: str | Path = "metrics.csv") -> None:
         if not isinstance(path, (str, Path)) or not str(path).strip():
-            raise ValueError(
-                f"plugin 'csv_logger': 'path' should be a non-empty file path, got {path!r}"
-            )
+            raise ValueError(f"path should be a non-empty file path, got {path!r}")
         self.path = Path(path)
         """The path as given."""
         self.file_path: Path | None = None

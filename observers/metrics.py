@@ -22,6 +22,7 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -31,6 +32,7 @@ from torch import Tensor
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from engine.distributed import Distributed
     from engine.learner import Learner
 
 MetricFunc = Callable[[Tensor, Tensor], Tensor]
@@ -160,6 +162,8 @@ class Metrics:
         self._train = _Pass()
         self._valid = _Pass()
         self._start = 0.0
+        self._summed: tuple[list[list[float]], float] | None = None
+        """The epoch's sums over every rank (distributed fits), until after_epoch reads them."""
 
     @property
     def names(self) -> list[str]:
@@ -173,7 +177,33 @@ class Metrics:
 
     def begin_fit(self, learner: Learner) -> None:
         self.history = []
+        self._summed = None
         self._reset()
+        dist = learner.dist
+        if dist is not None:
+            # every rank reports the numbers of all the ranks' samples together,
+            # summed where every rank meets (not in after_epoch, which a plugin
+            # ordered before this one may cancel on one rank only)
+            learner.coordinator.add_reduction(partial(self._sum_over_ranks, dist))
+
+    def _epoch_totals(self) -> tuple[list[list[float]], float]:
+        """This process's per-pass sums, and the epoch's seconds."""
+        passes = (self._train, self._valid)
+        parts = [part for acc in passes for part in self._parts(acc)]
+        # the one host-device synchronisation of the epoch
+        flat: list[float] = torch.cat(parts).tolist() if parts else []
+        elapsed = time.perf_counter() - self._start
+        totals = []
+        for acc in passes:
+            part, flat = self._totals(acc, flat)
+            totals.append(part)
+        return totals, elapsed
+
+    def _sum_over_ranks(self, dist: Distributed) -> None:
+        totals, elapsed = self._epoch_totals()
+        summed = dist.sum([v for part in totals for v in part] + [elapsed])
+        width = len(totals[0])
+        self._summed = [summed[:width], summed[width : 2 * width]], summed[-1] / dist.world_size
 
     def begin_epoch(self, learner: Learner) -> None:
         self._reset()
@@ -205,21 +235,8 @@ class Metrics:
             acc.compact()
 
     def after_epoch(self, learner: Learner) -> None:
-        passes = (self._train, self._valid)
-        parts = [part for acc in passes for part in self._parts(acc)]
-        # the one host-device synchronisation of the epoch
-        flat: list[float] = torch.cat(parts).tolist() if parts else []
-        elapsed = time.perf_counter() - self._start
-        totals = []
-        for acc in passes:
-            part, flat = self._totals(acc, flat)
-            totals.append(part)
-        if learner.dist is not None:
-            # every rank reports the numbers of all the ranks' samples together
-            summed = learner.dist.sum([v for part in totals for v in part] + [elapsed])
-            width = len(totals[0])
-            totals = [summed[:width], summed[width : 2 * width]]
-            elapsed = summed[-1] / learner.dist.world_size
+        totals, elapsed = self._summed or self._epoch_totals()
+        self._summed = None
         for prefix, part in zip(("train", "valid"), totals):
             self._write(learner.log, prefix, part)
         learner.log["time"] = elapsed

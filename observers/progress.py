@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from typing import Any
 
+from engine._checks import boolean
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -64,8 +65,8 @@ class Progress:
     order = 30
 
     def __init__(self, bar: bool | None = None) -> None:
-        if bar is not None and not isinstance(bar, bool):
-            raise TypeError(f"plugin 'progress': 'bar' should be true, false or none, got {bar!r}")
+        if bar is not None:
+            boolean("bar", bar)
         self.bar = bar
         """The option as given: ``True``, ``False`` or ``None`` (auto)."""
         self.use_bar = False

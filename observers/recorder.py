@@ -19,6 +19,11 @@ from typing import TypeAlias
 import torch
 from torch import Tensor
 
+from engine._checks import boolean
+from engine._checks import did_you_mean
+from engine._checks import is_int
+from engine._checks import is_number
+from engine._checks import non_negative_int
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -60,9 +65,7 @@ class Recorder:
     order = 20
 
     def __init__(self, save: bool = True) -> None:
-        if not isinstance(save, bool):
-            raise TypeError(f"plugin 'recorder': 'save' should be a bool, got {save!r}")
-        self.save = save
+        self.save = boolean("save", save)
         """Whether ``after_fit`` writes the plots into the learner's out_dir."""
         self.hypers: dict[str, list[list[float]]] = {}
         """Hyper-parameter name -> one list per parameter group, one value per record."""
@@ -132,7 +135,7 @@ class Recorder:
     def after_epoch(self, learner: Learner) -> None:
         self._flush()
         valid = learner.log.get("valid_loss")
-        if isinstance(valid, (int, float)) and not isinstance(valid, bool):
+        if is_number(valid):
             self.valid_losses.append(float(valid))
             self.valid_iterations.append(max(self._seen - 1, 0))
 
@@ -197,7 +200,7 @@ class Recorder:
         """
         from observers import plots
 
-        _check_count("skip_start", skip_start)
+        non_negative_int("skip_start", skip_start)
         return plots.plot_train_valid(
             (self.iterations[skip_start:], self.losses[skip_start:]),
             (self.valid_iterations, self.valid_losses),
@@ -240,7 +243,7 @@ class Recorder:
         """
         from observers import plots
 
-        _check_count("skip_last", skip_last)
+        non_negative_int("skip_last", skip_last)
         lrs = self._group_values("lr", group) if "lr" in self.hypers else []
         keep = max(len(lrs) - skip_last, 0)
         return plots.plot_vs_lr(lrs[:keep], self.losses[:keep], ax)
@@ -269,42 +272,32 @@ class Recorder:
     def _group_values(self, name: str, group: int) -> list[float]:
         if name not in self.hypers:
             known = ", ".join(self.hypers) or "none yet"
-            raise ValueError(
-                f"plugin 'recorder': no hyper-parameter {name!r} was recorded; recorded: {known}"
-            )
+            hint = did_you_mean(name, self.hypers)
+            raise ValueError(f"no hyper-parameter {name!r} was recorded{hint}; recorded: {known}")
         rows = self.hypers[name]
-        if (
-            isinstance(group, bool)
-            or not isinstance(group, int)
-            or not -len(rows) <= group < len(rows)
-        ):
+        if not is_int(group) or not -len(rows) <= group < len(rows):
             raise ValueError(
-                f"plugin 'recorder': group should be an index into the {len(rows)} "
-                f"parameter group(s), got {group!r}"
+                f"group should be an index into the {len(rows)} parameter group(s), got {group!r}"
             )
         return rows[group]
 
 
-def _check_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"plugin 'recorder': {name} should be a non-negative int, got {value!r}")
+def _is_hyper(value: Any) -> bool:
+    """A number, or a learning rate given as a one-element tensor on the CPU.
 
-
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
+    Only a CPU tensor: reading it costs no device sync.
+    """
+    if is_number(value):
         return True
-    # a learning rate given as a tensor: only a CPU one, read without a device sync
     return isinstance(value, Tensor) and value.numel() == 1 and value.device.type == "cpu"
 
 
 def _fields_of(key: str, value: Any) -> list[_Field]:
     if key == "params":
         return []
-    if _is_number(value):
+    if _is_hyper(value):
         return [(key, key, None)]
-    if isinstance(value, (tuple, list)) and 0 < len(value) <= 4 and all(map(_is_number, value)):
+    if isinstance(value, (tuple, list)) and 0 < len(value) <= 4 and all(map(_is_hyper, value)):
         stem = key.removesuffix("s")
         return [(f"{stem}{i + 1}", key, i) for i in range(len(value))]
     return []

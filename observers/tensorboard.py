@@ -32,6 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from engine._checks import is_number
+from engine._checks import positive_int
 from engine.exceptions import PluginError
 from engine.hookspecs import hookimpl
 from observers.activation_data import ActivationData
@@ -71,10 +73,7 @@ class TensorBoard:
     def __init__(
         self, log_dir: str | None = None, histograms: bool = True, flush_secs: int = 30
     ) -> None:
-        if isinstance(flush_secs, bool) or not isinstance(flush_secs, int) or flush_secs < 1:
-            raise ValueError(
-                f"plugin 'tensorboard': flush_secs should be a positive integer, got {flush_secs!r}"
-            )
+        positive_int("flush_secs", flush_secs)
         self._writer_class = _summary_writer()
         self.log_dir = log_dir
         self.histograms = histograms
@@ -114,7 +113,7 @@ class TensorBoard:
             self._steps.append(step)
         if learner.opt is not None:
             lrs = [group.get("lr") for group in learner.opt.param_groups]
-            self._lrs.append((step, [lr if _is_number(lr) else math.nan for lr in lrs]))
+            self._lrs.append((step, [lr if is_number(lr) else math.nan for lr in lrs]))
 
     def after_epoch(self, learner: Learner) -> None:
         writer = self._writer
@@ -122,7 +121,7 @@ class TensorBoard:
             return
         self._write_losses()
         for key, value in learner.log.items():
-            if key != "epoch" and _is_number(value):
+            if key != "epoch" and is_number(value):
                 writer.add_scalar(f"epoch/{key}", float(value), learner.epoch)
         if self.histograms:
             stats = next(
@@ -158,10 +157,6 @@ class TensorBoard:
         self._losses, self._steps, self._lrs = [], [], []
         if writer is not None:
             writer.close()
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def log_histograms(writer: Any, data: ActivationData, epoch: int) -> int:

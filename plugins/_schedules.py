@@ -27,14 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine._checks import did_you_mean
+from engine._checks import number
+
 _PCT_TOLERANCE = 1e-9
 """How far the percentages of :func:`combine` may sum from 1 (rounding of decimals)."""
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} should be a finite number, got {value!r}")
-    return float(value)
 
 
 def _fmt(value: float) -> str:
@@ -50,8 +47,8 @@ class _Ramp:
 
     def __post_init__(self) -> None:
         name = type(self).__name__.lower()
-        object.__setattr__(self, "start", _number(self.start, f"{name}(start, ...)"))
-        object.__setattr__(self, "end", _number(self.end, f"{name}(..., end)"))
+        object.__setattr__(self, "start", number(f"{name}(start, ...)", self.start, finite=True))
+        object.__setattr__(self, "end", number(f"{name}(..., end)", self.end, finite=True))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__.lower()}({_fmt(self.start)}, {_fmt(self.end)})"
@@ -102,7 +99,7 @@ class No:
     value: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "value", _number(self.value, "no(value)"))
+        object.__setattr__(self, "value", number("no(value)", self.value, finite=True))
 
     def __call__(self, p: float) -> float:
         return self.value
@@ -208,7 +205,7 @@ def combine(pcts: Sequence[float], scheds: Sequence[Callable[[float], float]]) -
         raise TypeError(
             f"combine(pcts, scheds): scheds should be a list of schedules, got {scheds!r}"
         )
-    fractions = tuple(_number(p, f"combine(): pcts[{i}]") for i, p in enumerate(pcts))
+    fractions = tuple(number(f"combine(): pcts[{i}]", p, finite=True) for i, p in enumerate(pcts))
     if not fractions or len(fractions) != len(scheds):
         raise ValueError(
             f"combine(pcts, scheds) needs one schedule per percentage, got {len(fractions)} "
@@ -251,10 +248,10 @@ def one_cycle(
     :param moms: momentum at the start, at the peak and at the end, or ``None`` to
         leave momentum alone.
     """
-    peak = _number(max_lr, "one_cycle(max_lr)")
-    factor = _number(div, "one_cycle(div=...)")
-    final = _number(final_div, "one_cycle(final_div=...)")
-    start = _number(pct_start, "one_cycle(pct_start=...)")
+    peak = number("one_cycle(max_lr)", max_lr, finite=True)
+    factor = number("one_cycle(div=...)", div, finite=True)
+    final = number("one_cycle(final_div=...)", final_div, finite=True)
+    start = number("one_cycle(pct_start=...)", pct_start, finite=True)
     if peak <= 0 or factor <= 0 or final <= 0:
         raise ValueError(
             f"one_cycle(): max_lr, div and final_div should be > 0, got max_lr={max_lr!r}, "
@@ -268,7 +265,7 @@ def one_cycle(
             raise ValueError(
                 f"one_cycle(): moms should be 3 numbers (start, peak, end) or None, got {moms!r}"
             )
-        a, b, c = (_number(m, "one_cycle(moms=...)") for m in moms)
+        a, b, c = (number("one_cycle(moms=...)", m, finite=True) for m in moms)
         triple = (a, b, c)
     return OneCycle(peak, factor, final, start, triple)
 
@@ -342,7 +339,7 @@ class _Parser:
                 raise ScheduleSyntaxError(
                     f"cannot read schedule {self.text!r}: {text}(...) at position {start}: {exc}"
                 ) from None
-        known = ", ".join(FUNCTIONS)
+        known = ", ".join(FUNCTIONS) + did_you_mean(text, FUNCTIONS)
         raise self.fail(f"a number, a list, None or one of {known}", at=start)
 
     def sequence(self, closing: str, keywords: bool) -> tuple[list[Any], dict[str, Any]]:

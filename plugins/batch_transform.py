@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from engine._checks import is_int
 from engine.hookspecs import hookimpl
 
 
@@ -33,9 +34,7 @@ class BatchTransform:
     ) -> None:
         if shape is not None:
             shape = tuple(shape)
-            if not shape or any(
-                isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape
-            ):
+            if not shape or not all(is_int(d) and d >= 1 for d in shape):
                 raise ValueError(
                     f"shape should be positive integers such as 1,28,28, got {shape!r}"
                 )

@@ -31,6 +31,7 @@ from torch.utils.data import SequentialSampler
 from engine.data import ShardSampler
 from engine.data import TensorLoader
 from engine.distributed import Distributed
+from engine.distributed import DistributedCoordinator
 from engine.distributed import env_rank
 from engine.distributed import env_world_size
 from engine.exceptions import PluginError
@@ -138,18 +139,18 @@ class DDP:
         )
         # the forward communicates only to broadcast buffers, or in SyncBatchNorm
         model = learner.model
-        self.dist.sync_forward = (
-            self.broadcast_buffers and next(iter(model.buffers()), None) is not None
-        ) or any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
-        if self.shard:
-            self._shard_loaders(learner)
-
-    def begin_validate(self, learner: Learner) -> None:
+        has_buffers = next(iter(model.buffers()), None) is not None
+        self.dist.sync_forward = (self.broadcast_buffers and has_buffers) or any(
+            isinstance(m, nn.SyncBatchNorm) for m in model.modules()
+        )
         # every rank validates rank 0's model: its buffers (BatchNorm statistics), as
         # DDP would send them before the next training forward
-        if self.dist is not None and self.broadcast_buffers:
-            for buffer in learner.model.buffers():
-                torch.distributed.broadcast(buffer, src=0)
+        broadcast = self.broadcast_buffers and has_buffers
+        learner.coordinator = DistributedCoordinator(
+            self.dist, self.dist.sync_forward, model.buffers if broadcast else None
+        )
+        if self.shard:
+            self._shard_loaders(learner)
 
     def begin_epoch(self, learner: Learner) -> None:
         for dl in (learner.data.train_dl, learner.data.valid_dl):

@@ -19,6 +19,10 @@ from typing import Literal
 
 import torch
 
+from engine._checks import integer
+from engine._checks import is_number
+from engine._checks import number
+from engine._checks import one_of
 from engine.distributed import say
 from engine.exceptions import CancelTrainException
 from engine.hookspecs import hookimpl
@@ -63,6 +67,8 @@ class EarlyStopping:
 
     name = "early_stopping"
     order = 100  # last in after_epoch: every observer has logged the epoch
+    pause_during_sweeps = True
+    """Detached while :func:`plugins.lr_finder.lr_find` sweeps: a sweep is never stopped early."""
 
     def __init__(
         self,
@@ -77,36 +83,18 @@ class EarlyStopping:
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(
-                f"plugin 'early_stopping': monitor should be a key of learner.log such as "
-                f"valid_loss, got {monitor!r}"
+                f"monitor should be a key of learner.log such as valid_loss, got {monitor!r}"
             )
-        if mode not in ("min", "max", "auto"):
-            raise ValueError(
-                f"plugin 'early_stopping': mode should be 'min', 'max' or 'auto', got {mode!r}"
-            )
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(
-                f"plugin 'early_stopping': patience should be an integer >= 1 (epochs without "
-                f"improvement before stopping; 1 stops at the first), got {patience!r}"
-            )
-        if not _real(min_delta) or not 0 <= min_delta < math.inf:
-            raise ValueError(
-                f"plugin 'early_stopping': min_delta should be a number >= 0, got {min_delta!r}"
-            )
-        if divergence_threshold is not None and (
-            not _real(divergence_threshold) or not math.isfinite(divergence_threshold)
-        ):
-            raise ValueError(
-                "plugin 'early_stopping': divergence_threshold should be a finite number or "
-                f"None, got {divergence_threshold!r}"
-            )
+        one_of("mode", mode, ("min", "max", "auto"))
+        self.patience = integer("patience", patience, at_least=1)
+        self.min_delta = number("min_delta", min_delta, non_negative=True, finite=True)
+        if divergence_threshold is not None:
+            number("divergence_threshold", divergence_threshold, finite=True)
         self.monitor = monitor
         self.mode: Literal["min", "max"] = (
             infer_mode(monitor, "early_stopping") if mode == "auto" else mode
         )
         """``min`` or ``max``, resolved from ``auto``."""
-        self.patience = patience
-        self.min_delta = float(min_delta)
         self.restore_best = bool(restore_best)
         self.check_finite = bool(check_finite)
         self.divergence_threshold = divergence_threshold
@@ -217,7 +205,7 @@ class EarlyStopping:
         value = log[self.monitor]
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             value = value.item()
-        if value is not None and not _real(value):
+        if value is not None and not is_number(value):
             raise TypeError(
                 f"plugin 'early_stopping': learner.log[{self.monitor!r}] should be a number, "
                 f"got {type(value).__name__} {value!r}"
@@ -282,10 +270,6 @@ class EarlyStopping:
             f"EarlyStopping(monitor={self.monitor!r}, mode={self.mode!r}, "
             f"patience={self.patience}, min_delta={self.min_delta:g})"
         )
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @hookimpl

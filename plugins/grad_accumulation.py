@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
+from engine._checks import positive_int
 from engine.exceptions import CancelBatchException
 from engine.hookspecs import hookimpl
 
@@ -47,12 +48,7 @@ class GradAccumulation:
     order = 45
 
     def __init__(self, steps: int = 2) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(
-                "plugin 'grad_accumulation': option 'steps' should be a positive integer "
-                f"(1 steps at every batch), got {steps!r}"
-            )
-        self.steps = steps
+        self.steps = positive_int("steps", steps)
         self.optimizer_steps = 0
         """How many optimizer steps this fit made (batches that were not held back)."""
         self._pending = False

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
 import torch
 
+from engine._checks import number
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from engine.learner import Learner
-
-
-def _positive(option: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(
-            f"plugin 'grad_clip': option {option!r} should be a positive number, got {value!r}"
-        )
-    if math.isinf(value):
-        raise ValueError(
-            f"plugin 'grad_clip': option {option!r} should be finite, got {value!r}; leave it "
-            "out to clip the other way"
-        )
-    return float(value)
 
 
 class GradClip:
@@ -61,22 +46,18 @@ class GradClip:
     ) -> None:
         if (max_norm is None) == (max_value is None):
             raise ValueError(
-                "plugin 'grad_clip': give exactly one of the options 'max_norm' and "
-                f"'max_value', got max_norm={max_norm!r} and max_value={max_value!r}"
+                "give exactly one of the options 'max_norm' and 'max_value', got "
+                f"max_norm={max_norm!r} and max_value={max_value!r}"
             )
-        if (
-            isinstance(norm_type, bool)
-            or not isinstance(norm_type, (int, float))
-            or math.isnan(norm_type)
-            or norm_type <= 0
-        ):
-            raise ValueError(
-                "plugin 'grad_clip': option 'norm_type' should be a positive number or inf, "
-                f"got {norm_type!r}"
-            )
-        self.max_norm = _positive("max_norm", max_norm)
-        self.max_value = _positive("max_value", max_value)
-        self.norm_type = float(norm_type)
+        self.norm_type = number("norm_type", norm_type, positive=True)
+        self.max_norm = (
+            None if max_norm is None else number("max_norm", max_norm, positive=True, finite=True)
+        )
+        self.max_value = (
+            None
+            if max_value is None
+            else number("max_value", max_value, positive=True, finite=True)
+        )
         self.total_norm: torch.Tensor | None = None
         """The gradients' total norm before the last clipping (``max_norm`` only)."""
 

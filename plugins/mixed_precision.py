@@ -36,6 +36,8 @@ from typing import Literal
 
 import torch
 
+from engine._checks import boolean
+from engine._checks import one_of
 from engine.exceptions import CancelBatchException
 from engine.hookspecs import hookimpl
 
@@ -89,18 +91,9 @@ class MixedPrecision:
         dtype: Literal["auto", "bfloat16", "float16"] = "auto",
         skip_nonfinite: bool = True,
     ) -> None:
-        if dtype not in ("auto", *_DTYPES):
-            raise ValueError(
-                "plugin 'mixed_precision': option 'dtype' should be auto, bfloat16 or "
-                f"float16, got {dtype!r}"
-            )
-        if not isinstance(skip_nonfinite, bool):
-            raise TypeError(
-                "plugin 'mixed_precision': option 'skip_nonfinite' should be a bool, got "
-                f"{skip_nonfinite!r}"
-            )
+        one_of("dtype", dtype, ("auto", *_DTYPES))
         self.dtype = dtype
-        self.skip_nonfinite = skip_nonfinite
+        self.skip_nonfinite = boolean("skip_nonfinite", skip_nonfinite)
         self.device_type = "cpu"
         """The device type autocast runs for, read from the model in ``begin_fit``."""
         self.amp_dtype: torch.dtype = torch.bfloat16

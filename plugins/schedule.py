@@ -2,7 +2,7 @@
 
 The lesson's ``ParamScheduler``: before every training batch, each scheduled
 hyper-parameter is set from a function of the progress ``p = n_epochs / epochs``
-(0 at the first batch, just under 1 at the last; ``train_eval`` keeps
+(0 at the first batch, just under 1 at the last; the loop keeps
 ``n_epochs``). The schedules themselves (``lin``, ``cos``, ``exp``, ``no``,
 ``combine``, ``one_cycle``) and the parser of their string form live in
 :mod:`plugins._schedules`; they are re-exported here.
@@ -27,6 +27,7 @@ from typing import TypeAlias
 
 import torch
 
+from engine._checks import is_number
 from engine.hookspecs import hookimpl
 from plugins._schedules import FUNCTIONS
 from plugins._schedules import ScheduleSyntaxError
@@ -116,8 +117,8 @@ class Schedule:
         for key in hypers:
             if key == "params" or not key.isidentifier():
                 raise ValueError(
-                    f"plugin 'schedule': cannot schedule {key!r}; name a hyper-parameter "
-                    "of the optimizer's param_groups such as lr, momentum or weight_decay"
+                    f"cannot schedule {key!r}; name a hyper-parameter of the optimizer's "
+                    "param_groups such as lr, momentum or weight_decay"
                 )
         self.scheds: dict[str, tuple[SchedFunc, ...]] = {
             key: _normalize(key, value) for key, value in given.items() if value is not None
@@ -125,8 +126,8 @@ class Schedule:
         """The schedules by hyper-parameter: one for all groups, or one per group."""
         if not self.scheds:
             raise ValueError(
-                "plugin 'schedule': no schedule given; e.g. -p schedule:lr=one_cycle(0.4) "
-                "or Schedule(lr=cos(0.2, 0.01))"
+                "no schedule given; e.g. -p schedule:lr=one_cycle(0.4) or "
+                "Schedule(lr=cos(0.2, 0.01))"
             )
         self.companions: dict[str, tuple[SchedFunc, ...]] = {}
         """Schedules that come with another (``one_cycle``'s momentum), kept if possible."""
@@ -212,7 +213,7 @@ def hyper_parameters(group: dict[str, Any]) -> list[str]:
     keys = [
         key
         for key, value in group.items()
-        if key != "params" and (_is_number(value) or _is_numbers(value))
+        if key != "params" and (_is_scalar(value) or _is_scalars(value))
     ]
     keys += [alias for alias in ALIASES if _locate(alias, group) is not None]
     return keys
@@ -223,29 +224,26 @@ def _locate(key: str, group: dict[str, Any]) -> tuple[str, int | None] | None:
         value: Any = group.get(slot)
         if index is None and slot in group and slot != "params":
             return slot, None
-        if index is not None and _is_numbers(value) and len(value) > index:
+        if index is not None and _is_scalars(value) and len(value) > index:
             return slot, index
     return None
 
 
-def _is_number(value: Any) -> bool:
+def _is_scalar(value: Any) -> bool:
+    """A number, or a one-element tensor (the lr of a capturable or fused optimizer)."""
     if isinstance(value, torch.Tensor):
         return value.numel() == 1
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return is_number(value)
 
 
-def _is_numbers(value: Any) -> bool:
-    return isinstance(value, (tuple, list)) and bool(value) and all(map(_is_number, value))
+def _is_scalars(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and bool(value) and all(map(_is_scalar, value))
 
 
 def _check_value(key: str, sched: SchedFunc, current: Any) -> None:
     """Call the schedule at progress 0 and check that it gives what the group holds."""
     value = sched(0.0)
-    if _is_number(current) and not (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    ):
+    if _is_scalar(current) and not (is_number(value) and math.isfinite(value)):
         raise TypeError(
             f"plugin 'schedule': the schedule of {key!r} ({sched!r}) should return a finite "
             f"number, returned {value!r} at progress 0"
@@ -258,20 +256,20 @@ def _normalize(key: str, value: Any) -> tuple[SchedFunc, ...]:
         try:
             value = parse(value)
         except ScheduleSyntaxError as exc:
-            raise ValueError(f"plugin 'schedule': option {key!r}: {exc}") from None
+            raise ValueError(f"option {key!r}: {exc}") from None
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if not items:
-        raise ValueError(f"plugin 'schedule': option {key!r} is an empty list of schedules")
+        raise ValueError(f"option {key!r} is an empty list of schedules")
     scheds: list[SchedFunc] = []
     for item in items:
         if isinstance(item, str):
             item = _normalize(key, item)[0]
-        if _is_number(item) and not isinstance(item, torch.Tensor):
+        if is_number(item):
             item = no(item)
         if not callable(item):
             raise TypeError(
-                f"plugin 'schedule': option {key!r} should be a schedule (a callable of the "
-                f"progress, a number or an expression such as cos(0.2,1.0)), got {item!r}"
+                f"option {key!r} should be a schedule (a callable of the progress, a number "
+                f"or an expression such as cos(0.2,1.0)), got {item!r}"
             )
         scheds.append(item)
     return tuple(scheds)

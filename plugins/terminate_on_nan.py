@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from engine._checks import positive_int
 from engine.exceptions import CancelTrainException
 from engine.hookspecs import hookimpl
 
@@ -37,12 +38,7 @@ class TerminateOnNan:
     order = 5
 
     def __init__(self, every: int = 1) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(
-                "plugin 'terminate_on_nan': option 'every' should be a positive integer, "
-                f"got {every!r}"
-            )
-        self.every = every
+        self.every = positive_int("every", every)
         self.reason: str | None = None
         """Why the last fit was stopped, or None if it was not."""
         self._count = 0

@@ -153,3 +153,20 @@ def test_python_requires_is_what_mypy_checks() -> None:
     oldest = parser["options"]["python_requires"].removeprefix(">=")
     assert parser["mypy"]["python_version"] == oldest
     assert sys.version_info >= tuple(int(p) for p in oldest.split("."))
+
+
+@pytest.mark.parametrize("module", ["engine.learner", "engine.cli", "engine"])
+def test_engine_imports_nothing_above_it(module: str) -> None:
+    """The engine is the bottom layer: plugins, observers and demos plug into it
+    through entry points, never the other way round."""
+    script = (
+        f"import sys, {module}\n"
+        "above = ('plugins', 'observers', 'demos')\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] in above))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.strip() == "[]"
+    source = "\n".join(p.read_text() for p in (ROOT / "engine").rglob("*.py"))
+    assert not re.search(r"^\s*(from|import) (plugins|observers|demos)\b", source, re.MULTILINE)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import available_demos
+from demos._command import available_demos
 from engine.cli import main
 
 
@@ -36,3 +36,26 @@ def test_benchmark_demo_tiny_config(capsys: pytest.CaptureFixture[str]) -> None:
     row = lines[2].split()
     assert row[:4] == ["tiny", "64", "256", "1"]
     float(row[-2])  # the ratio
+
+
+def _takes_config(name: str) -> bool:
+    """Whether demo ``name``'s parser has ``--config`` (its --help says so)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        importlib.import_module(f"demos.{name}").main(["--help"])
+    return "--config" in out.getvalue()
+
+
+@pytest.mark.parametrize("name", [n for n in available_demos() if _takes_config(n)])
+def test_every_demo_taking_config_honours_it(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file is read: a plugin only it names is looked up (and missing) before training."""
+    config = tmp_path / "lookinside.toml"
+    config.write_text('plugins = ["only_in_the_config_file"]\n')
+    argv = ["demo", name, "--config", str(config), "--epochs", "1", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "only_in_the_config_file" in capsys.readouterr().err

@@ -165,6 +165,9 @@ EXPECTED: dict[str, tuple[tuple[int, int, int], int | None]] = {
     "epoch_in_begin_validate": ((0, 1, 0), 24),
     "batch_in_begin_batch": ((3, 0, 0), 24),
     "batch_in_after_loss": ((3, 0, 0), 24),
+    # before ddp's buffers broadcast and metrics' sums: neither may hang
+    "epoch_in_begin_validate_before_ddp": ((0, 1, 0), 24),
+    "train_in_after_epoch_before_metrics": ((0, 0, 1), 16),
 }
 
 
@@ -187,7 +190,7 @@ def test_a_rank_without_validation_batches_does_not_hang_batchnorm(
 
 
 def test_every_case_is_checked() -> None:
-    assert set(EXPECTED) == set(worker.CANCEL_CASES)
+    assert set(EXPECTED) == set(worker.CANCEL_CASES) | set(worker.EARLY_CASES)
 
 
 @pytest.mark.parametrize("case", list(EXPECTED))

@@ -45,9 +45,12 @@ def cnn_keys() -> list[str]:
     return list(cnn().state_dict())
 
 
-def make_learner(bs: int, plugins: list[Any], out: Path | None = None) -> Learner:
+def make_learner(
+    bs: int, plugins: list[Any], out: Path | None = None, norm: bool = False
+) -> Learner:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(FEATURES, 32), nn.ReLU(), nn.Linear(32, CLASSES))
+    layers = [nn.Linear(FEATURES, 32), nn.BatchNorm1d(32)] if norm else [nn.Linear(FEATURES, 32)]
+    model = nn.Sequential(*layers, nn.ReLU(), nn.Linear(32, CLASSES))
     return Learner(
         model,
         make_data(bs),
@@ -118,6 +121,14 @@ CANCEL_CASES: dict[str, tuple[str, int, type[Exception], int | None, int, bool |
     "batch_in_after_loss": ("after_loss", 0, CancelBatchException, None, 5, False),
 }
 
+EARLY_CASES: dict[str, tuple[str, int, type[Exception], int]] = {
+    # name: (event, rank, exception, epoch), raised by a plugin ordered before all
+    # built-ins, with a BatchNorm model (buffers to broadcast before validation):
+    # the collective operations plugins do must still happen on every rank
+    "epoch_in_begin_validate_before_ddp": ("begin_validate", 1, CancelEpochException, 1),
+    "train_in_after_epoch_before_metrics": ("after_epoch", 1, CancelTrainException, 1),
+}
+
 
 class OnlyIn:
     """Wraps a Canceller so it fires only during training or only during validation."""
@@ -152,11 +163,17 @@ def run_batchnorm_one_validation_sample() -> dict[str, Any]:
 
 def run_cancel_cases(out: Path, names: list[str]) -> dict[str, Any]:
     results = {"batchnorm_one_validation_sample": run_batchnorm_one_validation_sample()}
-    for name in names or CANCEL_CASES:
-        event, rank, exc, epoch, it, in_valid = CANCEL_CASES[name]
+    for name in names or [*CANCEL_CASES, *EARLY_CASES]:
         seen = Seen()
-        canceller = OnlyIn(Canceller(event, rank, exc, epoch, it), event, in_valid)
-        learner = make_learner(16, [seen, canceller])
+        if name in EARLY_CASES:
+            event, rank, exc, epoch = EARLY_CASES[name]
+            early = Canceller(event, rank, exc, epoch, -1)
+            early.order = -1000
+            learner = make_learner(16, [seen, early], norm=True)
+        else:
+            event, rank, exc, epoch, it, in_valid = CANCEL_CASES[name]
+            canceller = OnlyIn(Canceller(event, rank, exc, epoch, it), event, in_valid)
+            learner = make_learner(16, [seen, canceller])
         learner.fit(3)
         results[name] = {
             "epoch": learner.epoch,

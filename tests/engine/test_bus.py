@@ -229,3 +229,92 @@ def test_error_note_names_the_plugin_also_when_sent_through_blinker() -> None:
     with after_loss.connected_to(lambda sender: None), pytest.raises(ValueError) as info:
         learner.fit(1)
     assert info.value.__notes__ == ["while plugin 'fails' handled 'after_loss'"]
+
+
+class Counter:
+    """Counts the training batches it sees, over every learner it serves."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def after_batch(self, learner: Any) -> None:
+        if learner.in_train:
+            self.batches += 1
+
+
+def test_one_plugin_object_serves_learner_after_learner() -> None:
+    """A notebook cell run again with the same plugin: the previous learner is
+    collected after the new one attached the plugin, and the plugin still hears."""
+    counter = Counter()
+    seen = []
+    for lr in (0.1, 0.2, 0.3):
+        learner = make(counter)
+        learner.lr = lr
+        learner.fit(1)
+        gc.collect()  # collects the learner of the previous round
+        seen.append(counter.batches)
+    assert seen == [2, 4, 6]
+    del learner
+    gc.collect()
+    learner = make(counter)
+    learner.fit(1)
+    assert counter.batches == 8
+
+
+def test_one_plugin_object_on_two_learners_at_once() -> None:
+    counter = Counter()
+    first, second = make(counter), make(counter)
+    first.fit(1)
+    second.fit(1)
+    assert counter.batches == 4
+    first.remove_plugin("counter")  # detaching from one leaves the other alone
+    first.fit(1)
+    second.fit(1)
+    assert counter.batches == 6
+    del first
+    gc.collect()
+    second.fit(1)
+    assert counter.batches == 8
+
+
+def test_learners_are_collected_when_plugins_keep_them() -> None:
+    """The fastai idiom ``self.learner = learner`` makes a cycle, not a leak."""
+
+    class Keeper:
+        def begin_fit(self, learner: Any) -> None:
+            self.learner = learner
+
+    refs = []
+    for _ in range(20):
+        learner = make(Keeper(), Spy())
+        learner.fit(1)
+        refs.append(weakref.ref(learner))
+    del learner
+    gc.collect()
+    assert [r() for r in refs] == [None] * 20
+    assert not any(after_loss.receivers.values())  # nothing left on the signals
+
+
+def test_dispatch_is_the_only_registry_and_follows_add_and_remove() -> None:
+    calls: list[str] = []
+    learner = make(Tagged("b", calls, order=1), Tagged("a", calls))
+    assert [r.__self__.name for r in learner.plugins.dispatch["after_loss"]] == ["a", "b"]  # type: ignore[attr-defined]
+    learner.remove_plugin("a")
+    assert [r.__self__.name for r in learner.plugins.dispatch["after_loss"]] == ["b"]  # type: ignore[attr-defined]
+    assert learner.plugins.dispatch["begin_fit"] == ()
+    assert not after_loss.receivers  # plugins are never connected to the signal
+    assert repr(learner.plugins) == "<PluginBus: b>"
+
+
+def test_receiver_connected_by_hand_for_one_learner_hears_only_it() -> None:
+    calls: list[str] = []
+
+    def by_hand(sender: Any) -> None:
+        calls.append(sender.tag)
+
+    one, other = make(), make()
+    one.tag, other.tag = "one", "other"  # type: ignore[attr-defined]
+    with after_loss.connected_to(by_hand, sender=one):
+        one.fit(1)
+        other.fit(1)
+    assert calls == ["one"] * 3

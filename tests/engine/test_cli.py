@@ -61,7 +61,6 @@ def test_fit_on_digits_trains_and_writes_files(tmp_path: Path) -> None:
         (["fit", "-p", "progres"], "unknown plugin 'progres' (did you mean 'progress'?)"),
         (["fit", "-p", "device:device=gpu"], "plugin 'device': unknown device 'gpu'"),
         (["fit", "-p", "device:speed=1"], "plugin 'device' has no option 'speed'"),
-        (["fit", "-p", "no:train_eval"], "'train_eval' is required by the training loop"),
         (["demo", "nope"], "unknown demo 'nope'"),
     ],
 )
@@ -98,7 +97,7 @@ def test_plugins_lists_builtins_with_status_events_and_options(
 ) -> None:
     assert main(["plugins", "-p", "no:progress"]) == 0
     out = capsys.readouterr().out
-    assert "train_eval  [on: required]  lookinside 0.1.0, order -100" in out
+    assert "device  [on: default]  lookinside 0.1.0, order -50" in out
     assert "progress  [off (on by default)]" in out
     assert "device  [on: default]" in out
     assert "    events: begin_fit, begin_batch" in out

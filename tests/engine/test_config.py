@@ -61,14 +61,31 @@ def test_pyproject_table_is_read(tmp_path: Path) -> None:
 def test_file_applies_and_cli_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "lookinside.toml").write_text(LOOKINSIDE_TOML)
     monkeypatch.chdir(tmp_path)
-    learner = Learner(tiny_model(), tiny_data())
+    learner = Learner(tiny_model(), tiny_data(), config=True)
     assert "progress" not in learner.plugins
     assert learner.plugins["device"].non_blocking is False  # type: ignore[attr-defined]
     assert learner.plugins["batch_transform"].shape == (3,)  # type: ignore[attr-defined]
-    override = Learner(tiny_model(), tiny_data(), plugins=["progress", "device:non_blocking=true"])
+    override = Learner(
+        tiny_model(), tiny_data(), plugins=["progress", "device:non_blocking=true"], config=True
+    )
     assert "progress" in override.plugins
     assert override.plugins["device"].non_blocking is True  # type: ignore[attr-defined]
     assert "progress" in Learner(tiny_model(), tiny_data(), config=False).plugins
+
+
+def test_learner_from_python_reads_no_config_unless_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stray lookinside.toml in the working folder does not change a script's learner;
+    the command line finds it (tests/engine/test_cli.py), Python asks for it."""
+    (tmp_path / "lookinside.toml").write_text(LOOKINSIDE_TOML)
+    monkeypatch.chdir(tmp_path)
+    learner = Learner(tiny_model(), tiny_data())
+    assert "progress" in learner.plugins and learner.config.path is None
+    found = Learner(tiny_model(), tiny_data(), config=True)
+    assert "progress" not in found.plugins and found.config.path == tmp_path / "lookinside.toml"
+    named = Learner(tiny_model(), tiny_data(), config=tmp_path / "lookinside.toml")
+    assert "progress" not in named.plugins
 
 
 def test_listing_says_where_plugins_and_options_came_from(

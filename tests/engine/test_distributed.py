@@ -17,26 +17,21 @@ import torch
 
 from engine import CancelBatchException
 from engine import CancelEpochException
+from engine import CancelException
 from engine import CancelTrainException
 from engine import Learner
+from engine.coordinator import Coordinator
+from engine.coordinator import Vote
 from engine.data import DataBunch
 from engine.data import ShardSampler
 from engine.data import TensorLoader
-from engine.distributed import CANCEL_BATCH
-from engine.distributed import CANCEL_EPOCH
-from engine.distributed import CANCEL_TRAIN
-from engine.distributed import GOING_ON
-from engine.distributed import PASS_OVER
-from engine.distributed import SAYINGS
-from engine.distributed import PassOver
-from engine.distributed import is_agreed
-from engine.distributed import strongest
-from plugins.train_eval import TrainEval
+from engine.distributed import DistributedCoordinator
+from engine.distributed import decide
 from tests.helpers import Spy
 from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 
-G, CB, P, CE, CT = GOING_ON, CANCEL_BATCH, PASS_OVER, CANCEL_EPOCH, CANCEL_TRAIN
+G, CB, P, CE, CT = Vote
 
 TRAIN = ["begin_batch", "after_pred", "after_loss", "after_backward", "after_step", "after_batch"]
 VALID = ["begin_batch", "after_pred", "after_loss", "after_batch"]
@@ -77,7 +72,7 @@ class FakeDist:
         answer = self.answers.get(len(self.said))
         if answer is not None:
             return list(answer)
-        counts = [0] * len(SAYINGS)
+        counts = [0] * len(Vote)
         counts[saying] = self.world_size
         return counts
 
@@ -87,7 +82,8 @@ class FakeDist:
 
 
 class Join:
-    """Puts the fake on ``learner.dist`` in begin_fit, where the ddp plugin would."""
+    """Puts the fake on ``learner.dist`` in begin_fit, and a coordinator over it, where
+    the ddp plugin would."""
 
     name = "fake_ddp"
     order = -45
@@ -97,6 +93,7 @@ class Join:
 
     def begin_fit(self, learner: Any) -> None:
         learner.dist = self.dist
+        learner.coordinator = DistributedCoordinator(self.dist, self.dist.sync_forward)  # type: ignore[arg-type]
 
 
 class Raiser:
@@ -120,7 +117,7 @@ def train_batch(i: int) -> Any:
 
 
 def fit(dist: FakeDist | None, *extra: object, epochs: int = 1, data: Any = None) -> Learner:
-    plugins: list[object] = [TrainEval(), *extra]
+    plugins: list[object] = [*extra]
     if dist is not None:
         plugins.append(Join(dist))
     learner = Learner(
@@ -133,60 +130,97 @@ def fit(dist: FakeDist | None, *extra: object, epochs: int = 1, data: Any = None
 def counts(**said: int) -> list[int]:
     """Counts per saying from keyword names: ``counts(G=1, CT=1)``."""
     names = {"G": G, "CB": CB, "P": P, "CE": CE, "CT": CT}
-    out = [0] * len(SAYINGS)
+    out = [0] * len(Vote)
     for name, n in said.items():
         out[names[name]] = n
     return out
 
 
-# -- strongest ------------------------------------------------------------------
+# -- votes and the decision ------------------------------------------------------
 
 EXCEPTION_OF = {
-    CANCEL_BATCH: CancelBatchException,
-    PASS_OVER: PassOver,
-    CANCEL_EPOCH: CancelEpochException,
-    CANCEL_TRAIN: CancelTrainException,
+    CB: CancelBatchException,
+    P: CancelBatchException,  # the batch under way ends; pass_over then ends the pass
+    CE: CancelEpochException,
+    CT: CancelTrainException,
 }
 
 
-@pytest.mark.parametrize("mine", range(5))
-@pytest.mark.parametrize("other", range(5))
-def test_strongest_decision_table(mine: int, other: int) -> None:
-    """One rank says ``mine``, another ``other``: only a stronger saying raises."""
+@pytest.mark.parametrize("mine", list(Vote))
+@pytest.mark.parametrize("other", list(Vote))
+def test_decision_table(mine: Vote, other: Vote) -> None:
+    """One rank votes ``mine``, another ``other``: only a stronger vote raises."""
     answer = [0] * 5
     answer[mine] += 1
     answer[other] += 1
-    exc = strongest(answer, mine)
+    winner = decide(answer, mine)
     if other <= mine:
-        assert exc is None
+        assert winner is G
         return
-    assert type(exc) is EXCEPTION_OF[other]
-    assert is_agreed(exc)
-    assert str(exc) == f"{SAYINGS[other]}: agreed by all ranks (1 of 2 asked for it)"
+    assert winner is other
+    dist = FakeDist(answers={1: answer})
+    coordinator = DistributedCoordinator(dist)  # type: ignore[arg-type]
+    with pytest.raises(CancelException) as info:
+        if mine is G:
+            coordinator.before_backward()
+        elif mine is P:
+            coordinator.end_of_pass()
+        else:
+            coordinator.cancelled(mine.exception("this rank's own"))
+    assert dist.said == [mine]
+    assert type(info.value) is EXCEPTION_OF[other]
+    assert str(info.value) == f"{other.words}: agreed by all 2 ranks"
+    assert coordinator.pass_over is (other is P)
 
 
-def test_strongest_picks_the_strongest_of_several() -> None:
+def test_decide_picks_the_strongest_of_several() -> None:
     answer = counts(G=3, CB=2, P=1, CE=2)
-    exc = strongest(answer, G)
-    assert type(exc) is CancelEpochException
-    assert str(exc) == "cancel the pass: agreed by all ranks (2 of 8 asked for it)"
-    assert strongest(answer, CE) is None
-    assert type(strongest(counts(CB=1, CT=3), CB)) is CancelTrainException
+    assert decide(answer, G) is CE
+    assert decide(answer, CE) is G
+    assert decide(counts(CB=1, CT=3), CB) is CT
     # between mine and the strongest: what is weaker than mine is ignored
-    assert strongest(counts(G=1, CB=4, P=2), P) is None
+    assert decide(counts(G=1, CB=4, P=2), P) is G
+    assert decide(counts(G=4), G) is G
 
 
-def test_strongest_all_going_on_is_none() -> None:
-    assert strongest(counts(G=4), G) is None
+def test_votes_stand_for_the_cancellations() -> None:
+    assert Vote.of(CancelTrainException()) is CT
+    assert Vote.of(CancelEpochException()) is CE
+    assert Vote.of(CancelBatchException()) is CB
+    assert [v.words for v in Vote] == [
+        "going on",
+        "cancel the batch",
+        "out of batches",
+        "cancel the pass",
+        "cancel the fit",
+    ]
+    with pytest.raises(ValueError, match="going on is not a cancellation"):
+        G.exception("x")
 
 
-def test_is_agreed_only_for_sync_point_exceptions() -> None:
-    assert not is_agreed(CancelTrainException("local"))
-    assert not is_agreed(ValueError())
-    exc = CancelBatchException()
-    exc.agreed = "yes"  # type: ignore[attr-defined]
-    assert not is_agreed(exc)  # only the boolean True counts
-    assert is_agreed(strongest(counts(G=1, CB=1), G))  # type: ignore[arg-type]
+def test_a_cancellation_raised_by_a_sync_point_is_not_cast_again() -> None:
+    """The rank's own cancellation is cast at once; one the ranks agreed on is not."""
+    dist = FakeDist(answers={1: counts(G=1, CE=1)})
+    coordinator = DistributedCoordinator(dist)  # type: ignore[arg-type]
+    with pytest.raises(CancelEpochException) as info:
+        coordinator.before_backward()
+    coordinator.cancelled(info.value)
+    assert dist.said == [G]
+    coordinator.cancelled(CancelTrainException("mine"))
+    assert dist.said == [G, CT]
+
+
+def test_the_single_process_coordinator_does_nothing() -> None:
+    coordinator = Coordinator()
+    coordinator.begin_pass(True)
+    coordinator.before_forward()
+    coordinator.before_backward()
+    coordinator.end_of_pass()
+    coordinator.before_epoch_ends()
+    coordinator.end_of_epoch()
+    coordinator.cancelled(CancelTrainException())
+    coordinator.add_reduction(lambda: pytest.fail("never called in one process"))
+    assert coordinator.pass_over is False
 
 
 # -- TensorLoader.shard -----------------------------------------------------------
@@ -600,7 +634,7 @@ def test_rank_world_size_is_main_and_out_dir(tmp_path: Path) -> None:
     learner = Learner(
         tiny_model(),
         tiny_data(),
-        plugins=[TrainEval(), where, join],
+        plugins=[where, join],
         defaults=False,
         config=False,
         out_dir=tmp_path,

@@ -13,7 +13,6 @@ from engine import CancelEpochException
 from engine import CancelTrainException
 from engine import Learner
 from engine import events as ev
-from plugins.train_eval import TrainEval
 from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 
@@ -53,7 +52,7 @@ class Snapshot:
 def fit_with(*extra: object, epochs: int = 1) -> tuple[Learner, Snapshot]:
     snap = Snapshot()
     learner = Learner(
-        tiny_model(), tiny_data(), plugins=[TrainEval(), snap, *extra], defaults=False
+        tiny_model(), tiny_data(), plugins=[snap, *extra], defaults=False
     )
     learner.fit(epochs)
     return learner, snap
@@ -162,7 +161,7 @@ def test_event_after_fit() -> None:
     learner = Learner(
         tiny_model(),
         tiny_data(),
-        plugins=[TrainEval(), snap, RaiseOnce("after_pred", KeyError)],
+        plugins=[snap, RaiseOnce("after_pred", KeyError)],
         defaults=False,
     )
     with pytest.raises(KeyError):

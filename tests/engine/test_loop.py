@@ -11,7 +11,6 @@ from engine import CancelBatchException
 from engine import CancelEpochException
 from engine import CancelTrainException
 from engine import Learner
-from plugins.train_eval import TrainEval
 from tests.helpers import Spy
 from tests.helpers import tiny_data
 from tests.helpers import tiny_model
@@ -48,7 +47,7 @@ class Raiser:
 
 def run(spy: Spy, *extra: object, epochs: int = 2) -> Learner:
     learner = Learner(
-        tiny_model(), tiny_data(), lr=0.1, plugins=[TrainEval(), spy, *extra], defaults=False
+        tiny_model(), tiny_data(), lr=0.1, plugins=[spy, *extra], defaults=False
     )
     learner.fit(epochs)
     return learner
@@ -72,7 +71,7 @@ def test_cancel_batch_after_pred_skips_rest_of_batch(spy: Spy) -> None:
 
 
 def test_cancel_batch_after_backward_skips_the_step(spy: Spy) -> None:
-    learner = Learner(tiny_model(), tiny_data(), plugins=[TrainEval(), spy], defaults=False)
+    learner = Learner(tiny_model(), tiny_data(), plugins=[spy], defaults=False)
     before = {k: v.clone() for k, v in learner.model.state_dict().items()}
     with learner.added(Raiser("after_backward", CancelBatchException)):
         learner.fit(1)
@@ -227,7 +226,7 @@ def test_plugins_may_replace_loss() -> None:
 
     def weights_after(*extra: object) -> torch.Tensor:
         learner = Learner(
-            tiny_model(), tiny_data(), lr=0.1, plugins=[TrainEval(), *extra], defaults=False
+            tiny_model(), tiny_data(), lr=0.1, plugins=[*extra], defaults=False
         )
         start = learner.model.weight.detach().clone()
         learner.fit(1)

@@ -68,13 +68,12 @@ def test_enable_by_name_with_converted_options(site: Path) -> None:
     learner = Learner(tiny_model(), tiny_data(), plugins=["counter:start=10"], catalog=catalog)
     learner.fit(2)
     assert learner.plugins["counter"].count == 14  # type: ignore[attr-defined]
-    assert list(learner.plugins)[:4] == ["train_eval", "device", "ddp", "batch_transform"]
+    assert list(learner.plugins)[:3] == ["device", "ddp", "batch_transform"]
 
 
 def test_builtins_come_through_the_same_door() -> None:
     catalog = load_catalog(autoload=True)
     for name in (
-        "train_eval",
         "device",
         "ddp",
         "batch_transform",
@@ -85,16 +84,14 @@ def test_builtins_come_through_the_same_door() -> None:
     ):
         assert catalog.plugins[name].origin.distribution == "lookinside"
         assert catalog.plugins[name].origin.entry_point.startswith(f"{name} = ")
-    assert catalog.plugins["train_eval"].required
+    assert "train_eval" not in catalog.plugins  # the loop itself sets train/eval mode
 
 
-def test_no_name_turns_a_default_off_but_not_a_required_one() -> None:
+def test_no_name_turns_a_default_off() -> None:
     catalog = load_catalog(autoload=True)
     enabled, _ = select(catalog, ["no:progress", "no:recorder"])
     names = [item.spec.name for item in enabled]
     assert "progress" not in names and "recorder" not in names and "metrics" in names
-    with pytest.raises(PluginError, match="'train_eval' is required by the training loop"):
-        select(catalog, ["no:train_eval"])
     with pytest.raises(
         PluginError, match="unknown plugin 'progres' \\(did you mean 'progress'\\?\\)"
     ):
@@ -198,7 +195,7 @@ def test_training_loop_printout_lists_plugins_per_event_in_order() -> None:
         line.split(None, 1) for line in training_loop(enabled).splitlines() if len(line.split()) > 1
     )
     assert lines["begin_batch"] == "device, batch_transform"
-    assert lines["begin_fit"].startswith("train_eval, device, ddp, batch_transform")
+    assert lines["begin_fit"].startswith("device, ddp, batch_transform")
     assert "progress" not in training_loop(enabled)
 
 

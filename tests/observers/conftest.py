@@ -16,6 +16,7 @@ from torch import nn
 
 from engine.data import DataBunch
 from engine.learner import Learner
+from tests.host_reads import SyncCounter
 
 N_IN = 4
 N_CLASSES = 3
@@ -100,27 +101,6 @@ class LogCapture:
 def log_capture() -> LogCapture:
     """A fresh :class:`LogCapture` plugin."""
     return LogCapture()
-
-
-class SyncCounter:
-    """Counts calls that read a tensor back to the host (item, tolist, float...)."""
-
-    METHODS = ("item", "tolist", "__float__", "__int__", "__bool__", "numpy")
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[str] = []
-        self.active = False
-        for name in self.METHODS:
-            original = getattr(torch.Tensor, name)
-            monkeypatch.setattr(torch.Tensor, name, self._wrap(name, original))
-
-    def _wrap(self, name: str, original: Any) -> Any:
-        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            if self.active:
-                self.calls.append(name)
-            return original(tensor, *args, **kwargs)
-
-        return counted
 
 
 @pytest.fixture

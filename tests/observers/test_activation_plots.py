@@ -84,7 +84,7 @@ def test_grids_have_one_panel_per_layer(data: ActivationData) -> None:
 def test_bad_arguments_say_what_is_expected(data: ActivationData) -> None:
     with pytest.raises(ValueError, match="no recorded module 'fc'"):
         ap.plot_color_dim(data, "fc")
-    with pytest.raises(ValueError, match="first should be a positive number"):
+    with pytest.raises(ValueError, match="first should be a positive integer, got 0"):
         ap.plot_means(data, first=0)
     with pytest.raises(ValueError, match="ncols should be a positive integer"):
         ap.color_dim_figure(data, ncols=0)

@@ -116,7 +116,7 @@ def test_a_new_fit_replaces_the_file(make_learner, tmp_path):
 
 
 def test_bad_path():
-    with pytest.raises(ValueError, match="plugin 'csv_logger'.*'path'"):
+    with pytest.raises(ValueError, match="^path should be a non-empty file path, got ''"):
         CSVLogger("")
 
 

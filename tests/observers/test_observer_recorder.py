@@ -228,5 +228,5 @@ def test_after_fit_writes_nothing_without_out_dir_or_when_disabled(make_learner,
     recorder = Recorder(save=False)
     make_learner([recorder], out_dir=tmp_path / "off").fit(1)
     assert not (tmp_path / "off").exists()
-    with pytest.raises(TypeError, match="plugin 'recorder'"):
+    with pytest.raises(TypeError, match="^save should be a bool, got 'yes'"):
         Recorder(save="yes")

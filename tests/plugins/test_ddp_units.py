@@ -28,12 +28,10 @@ from torch.utils.data.distributed import DistributedSampler
 import plugins.ddp
 from engine import Learner
 from engine import PluginError
+from engine.coordinator import Vote
 from engine.data import ShardSampler
 from engine.data import TensorLoader
-from engine.distributed import CANCEL_TRAIN
-from engine.distributed import GOING_ON
-from engine.distributed import PASS_OVER
-from engine.distributed import SAYINGS
+from engine.distributed import DistributedCoordinator
 from observers.csv_logger import CSVLogger
 from observers.metrics import Metrics
 from observers.progress import Progress
@@ -41,9 +39,10 @@ from observers.recorder import Recorder
 from plugins.checkpoint import Checkpoint
 from plugins.ddp import DDP
 from plugins.early_stopping import EarlyStopping
-from plugins.train_eval import TrainEval
 from tests.helpers import tiny_data
 from tests.helpers import tiny_model
+
+GOING_ON, PASS_OVER, CANCEL_TRAIN = Vote.GOING_ON, Vote.PASS_OVER, Vote.CANCEL_TRAIN
 
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
@@ -78,7 +77,7 @@ class FakeDist:
 
     def agree(self, saying: int) -> list[int]:
         self.said.append(saying)
-        counts = [0] * len(SAYINGS)
+        counts = [0] * len(Vote)
         counts[saying] = self.world_size
         return counts
 
@@ -105,7 +104,8 @@ class FakeDist:
 
 
 class Join:
-    """Puts the fake on ``learner.dist`` in begin_fit, where the ddp plugin would."""
+    """Puts the fake on ``learner.dist`` in begin_fit, and a coordinator over it, where
+    the ddp plugin would."""
 
     name = "fake_ddp"
     order = -45
@@ -115,6 +115,7 @@ class Join:
 
     def begin_fit(self, learner: Any) -> None:
         learner.dist = self.dist
+        learner.coordinator = DistributedCoordinator(self.dist, self.dist.sync_forward)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -359,9 +360,7 @@ def test_fit_with_the_plugin_shards_wraps_and_undoes(faked: Any) -> None:
     plugin = DDP(timeout=30)
     data = tiny_data()
     train_dl, valid_dl = data.train_dl, data.valid_dl
-    learner = Learner(
-        tiny_model(), data, plugins=[TrainEval(), plugin, snapshot], defaults=False, config=False
-    )
+    learner = Learner(tiny_model(), data, plugins=[plugin, snapshot], defaults=False, config=False)
     fake = faked.dist
     learner.fit(1)
     assert faked.starts == [("gloo", 30.0)]
@@ -411,7 +410,7 @@ def test_forward_sync_point_only_when_the_forward_communicates(
     learner = Learner(
         nn.Sequential(*layers),
         tiny_data(),
-        plugins=[TrainEval(), DDP(broadcast_buffers=broadcast)],
+        plugins=[DDP(broadcast_buffers=broadcast)],
         defaults=False,
         config=False,
     )
@@ -422,9 +421,7 @@ def test_forward_sync_point_only_when_the_forward_communicates(
 def test_ranks_with_different_datasets_are_refused(faked: Any) -> None:
     faked.dist.peer = {"device": "cpu", "train": 9, "valid": 4}
     data = tiny_data()
-    learner = Learner(
-        tiny_model(), data, plugins=[TrainEval(), DDP()], defaults=False, config=False
-    )
+    learner = Learner(tiny_model(), data, plugins=[DDP()], defaults=False, config=False)
     with pytest.raises(PluginError) as info:
         learner.fit(1)
     assert str(info.value).startswith(
@@ -445,7 +442,7 @@ def mean_abs_logit(pred: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
 
 def metrics_fit(dist: FakeDist | None, epochs: int = 2) -> Metrics:
     metrics = Metrics(("accuracy", mean_abs_logit))
-    plugins: list[object] = [TrainEval(), metrics]
+    plugins: list[object] = [metrics]
     if dist is not None:
         plugins.append(Join(dist))
     learner = Learner(
@@ -504,9 +501,7 @@ def test_a_pass_with_no_batch_here_counts_the_other_ranks() -> None:
     metrics = Metrics()
     data = tiny_data()
     data.valid_dl = None
-    learner = Learner(
-        tiny_model(), data, plugins=[TrainEval(), metrics, Join(dist)], defaults=False
-    )
+    learner = Learner(tiny_model(), data, plugins=[metrics, Join(dist)], defaults=False)
     learner.fit(1)
     sent = dist.sums[0]
     assert sent[4:8] == [0.0, 0.0, 0.0, 0.0]
@@ -519,7 +514,6 @@ def test_a_pass_with_no_batch_here_counts_the_other_ranks() -> None:
 
 def output_fit(tmp_path: Path, rank: int) -> Learner:
     plugins: list[object] = [
-        TrainEval(),
         Metrics(),
         Recorder(),
         Progress(bar=False),
@@ -617,7 +611,7 @@ def test_early_stopping_prints_on_rank_0_only(
     learner = Learner(
         tiny_model(),
         tiny_data(),
-        plugins=[TrainEval(), Flat(), stopper, Join(dist)],
+        plugins=[Flat(), stopper, Join(dist)],
         defaults=False,
         config=False,
     )

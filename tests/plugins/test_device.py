@@ -12,7 +12,6 @@ from engine.data import DataBunch
 from plugins.device import Device
 from plugins.device import move
 from plugins.device import pick_device
-from plugins.train_eval import TrainEval
 from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 
@@ -68,7 +67,7 @@ def test_cpu_fit_with_a_dataloader() -> None:
     learner = Learner(
         tiny_model(),
         DataBunch(loader, loader),
-        plugins=[TrainEval(), Device("cpu"), watch],
+        plugins=[Device("cpu"), watch],
         defaults=False,
     )
     learner.fit(1)
@@ -80,7 +79,7 @@ def test_cuda_moves_model_in_memory_data_and_batches() -> None:
     watch = WhereAreBatches()
     data = tiny_data()
     learner = Learner(
-        tiny_model(), data, plugins=[TrainEval(), Device("cuda"), watch], defaults=False
+        tiny_model(), data, plugins=[Device("cuda"), watch], defaults=False
     )
     learner.fit(1)
     assert watch.devices == {("cuda", "cuda", "cuda")}
@@ -98,7 +97,7 @@ def test_cuda_with_pinned_dataloader_non_blocking() -> None:
     learner = Learner(
         tiny_model(),
         DataBunch(loader, loader),
-        plugins=[TrainEval(), Device("cuda"), watch],
+        plugins=[Device("cuda"), watch],
         defaults=False,
     )
     learner.fit(2)

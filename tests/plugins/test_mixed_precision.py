@@ -13,7 +13,6 @@ from torch import nn
 from engine import Learner
 from observers.metrics import Metrics
 from plugins.mixed_precision import MixedPrecision
-from plugins.train_eval import TrainEval
 from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 
@@ -91,7 +90,7 @@ def fit(*plugins: object, epochs: int = 1, model: nn.Module | None = None) -> Le
         model or Probe(),
         tiny_data(),
         lr=0.1,
-        plugins=[TrainEval(), *plugins],
+        plugins=[*plugins],
         defaults=False,
     )
     learner.fit(epochs)
@@ -184,7 +183,7 @@ def test_scaler_state_goes_through_the_state_protocol() -> None:
     assert state["scaler"]["scale"] == 32768.0
     again = MixedPrecision(dtype="float16")
     again.load_state_dict(state)  # before begin_fit: kept until the scaler exists
-    learner = Learner(Probe(), tiny_data(), plugins=[TrainEval(), again], defaults=False)
+    learner = Learner(Probe(), tiny_data(), plugins=[again], defaults=False)
     learner.fit(0)
     assert again.scaler is not None and again.scaler.get_scale() == 32768.0
 
@@ -207,7 +206,7 @@ class Raiser:
 def test_an_error_at_any_of_its_events_leaves_autocast_off(event: str, order: int) -> None:
     """Raised before or after the plugin runs, at every event it receives."""
     plugin = MixedPrecision(dtype="float16")
-    learner = Learner(Probe(), tiny_data(), plugins=[TrainEval(), plugin], defaults=False)
+    learner = Learner(Probe(), tiny_data(), plugins=[plugin], defaults=False)
     if event in ("after_cancel_batch", "after_cancel_epoch", "after_cancel_train"):
         from engine import CancelBatchException
         from engine import CancelEpochException
@@ -246,13 +245,12 @@ def test_ctrl_c_inside_the_forward_leaves_autocast_off() -> None:
         (
             {"dtype": "fp8"},
             ValueError,
-            "plugin 'mixed_precision': option 'dtype' should be auto, bfloat16 or float16, "
-            "got 'fp8'",
+            "dtype should be 'auto', 'bfloat16' or 'float16', got 'fp8'",
         ),
         (
             {"skip_nonfinite": "yes"},
             TypeError,
-            "plugin 'mixed_precision': option 'skip_nonfinite' should be a bool, got 'yes'",
+            "skip_nonfinite should be a bool, got 'yes'",
         ),
     ],
 )
@@ -282,7 +280,7 @@ def test_cuda_float16_with_a_gradient_scaler() -> None:
     learner = Learner(
         model,
         tiny_data(),
-        plugins=[TrainEval(), Device("cuda"), MixedPrecision(), Metrics()],
+        plugins=[Device("cuda"), MixedPrecision(), Metrics()],
         defaults=False,
     )
     learner.fit(3)

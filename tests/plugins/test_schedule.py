@@ -22,7 +22,6 @@ from plugins.schedule import lin
 from plugins.schedule import no
 from plugins.schedule import one_cycle
 from plugins.schedule import parse
-from plugins.train_eval import TrainEval
 from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 
@@ -47,7 +46,7 @@ class Raiser:
 
 
 def expected_progress(epochs: int, iters: int) -> list[float]:
-    """``n_epochs / epochs`` at each training batch, computed as train_eval does."""
+    """``n_epochs / epochs`` at each training batch, computed as the loop does."""
     found = []
     for epoch in range(epochs):
         n_epochs = float(epoch)
@@ -268,7 +267,7 @@ def test_a_failed_fit_leaves_nothing_stale(event: str) -> None:
     schedule = Schedule(lr=lin(0.1, 0.5))
     raiser = Raiser(event)
     learner = Learner(
-        tiny_model(), tiny_data(), plugins=[TrainEval(), schedule, raiser], defaults=False
+        tiny_model(), tiny_data(), plugins=[schedule, raiser], defaults=False
     )
     with pytest.raises(RuntimeError, match="boom"):
         learner.fit(2)

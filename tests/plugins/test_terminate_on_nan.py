@@ -11,7 +11,6 @@ import torch
 from engine import Learner
 from observers.metrics import Metrics
 from plugins.terminate_on_nan import TerminateOnNan
-from plugins.train_eval import TrainEval
 from tests.helpers import Spy
 from tests.helpers import tiny_data
 from tests.helpers import tiny_model
@@ -32,7 +31,7 @@ class Spoil:
 
 
 def fit(*plugins: object, epochs: int = 3) -> Learner:
-    learner = Learner(tiny_model(), tiny_data(), plugins=[TrainEval(), *plugins], defaults=False)
+    learner = Learner(tiny_model(), tiny_data(), plugins=[*plugins], defaults=False)
     learner.fit(epochs)
     return learner
 
@@ -104,7 +103,7 @@ class Raiser:
 @pytest.mark.parametrize("order", [0, 10])
 def test_an_error_at_its_events_then_a_fresh_count(event: str, order: int) -> None:
     stop = TerminateOnNan(every=2)
-    learner = Learner(tiny_model(), tiny_data(), plugins=[TrainEval(), stop], defaults=False)
+    learner = Learner(tiny_model(), tiny_data(), plugins=[stop], defaults=False)
     with learner.added(Raiser(event, order)):
         with pytest.raises(RuntimeError, match="boom"):
             learner.fit(1)
@@ -117,9 +116,7 @@ def test_an_error_at_its_events_then_a_fresh_count(event: str, order: int) -> No
 def test_bad_every(every: Any) -> None:
     with pytest.raises(ValueError) as info:
         TerminateOnNan(every=every)
-    assert str(info.value) == (
-        f"plugin 'terminate_on_nan': option 'every' should be a positive integer, got {every!r}"
-    )
+    assert str(info.value) == f"every should be a positive integer, got {every!r}"
 
 
 def test_options_from_the_command_line_syntax() -> None:

@@ -1,0 +1,62 @@
+"""The ``lookinside demo`` command, plugged in through the ``lookinside_commands`` hook.
+
+The engine's command line knows nothing of the demos: this module is an entry point
+of the ``lookinside.plugins`` group, like a third-party package's commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Sequence
+from typing import Any
+
+from engine.exceptions import LookinsideError
+from engine.hookspecs import hookimpl
+
+MAIN_DEMO = "look_inside"
+"""The demo ``lookinside demo`` runs without a name (the README's first command)."""
+
+
+def available_demos() -> list[str]:
+    """The demo modules of the ``demos`` package."""
+    import demos
+
+    return sorted(
+        info.name for info in pkgutil.iter_modules(demos.__path__) if not info.name.startswith("_")
+    )
+
+
+def run_demo(name: str, argv: Sequence[str]) -> int:
+    """Run demo ``name`` with ``argv``, or list the demos for ``list``; the exit status.
+
+    :raises LookinsideError: no demo has that name (the closest one is suggested).
+    """
+    names = available_demos()
+    if name == "list":
+        print("\n".join(names))
+        return 0
+    if name not in names:
+        match = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {match[0]!r}?)" if match else ""
+        raise LookinsideError(f"unknown demo {name!r}{hint}; demos: {', '.join(names)}")
+    module = importlib.import_module(f"demos.{name}")
+    return int(module.main(list(argv)) or 0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run_demo(args.name, args.args)
+
+
+@hookimpl
+def lookinside_commands(commands: Any) -> None:
+    """Add ``lookinside demo [NAME|list] [ARGS...]``.
+
+    :param commands: the sub-parsers of the ``lookinside`` parser.
+    """
+    demo = commands.add_parser("demo", help=f"run a demo (default: {MAIN_DEMO})")
+    demo.add_argument("name", nargs="?", default=MAIN_DEMO, help="the demo; 'list' lists them")
+    demo.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the demo")
+    demo.set_defaults(run=_run)
