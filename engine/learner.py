@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -25,6 +26,7 @@ from blinker import NamedSignal
 from torch import nn
 
 from engine import events as ev
+from engine import learner_state
 from engine.bus import PluginBus
 from engine.bus import Receiver
 from engine.bus import plugin_name
@@ -201,6 +203,29 @@ class Learner:
             yield attached
         finally:
             self.plugins.remove(key)
+
+    def state_dict(self, model: bool = True, plugins: bool = True) -> dict[str, Any]:
+        """Everything a run needs to go on exactly: counters, lr, optimizer, random
+        states, loaders' generators, the model's weights and each plugin's state.
+
+        The layout is :mod:`engine.learner_state`'s; tensors are the live ones, as
+        in torch (save the dict, or deep-copy it, to keep a snapshot).
+
+        :param model: include the model's ``state_dict()``.
+        :param plugins: include the state of each plugin that has one.
+        """
+        return learner_state.state_dict(self, model=model, plugins=plugins)
+
+    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> list[str]:
+        """Put back a :meth:`state_dict`; returns what could not be restored.
+
+        Everything is checked before anything changes.
+
+        :param strict: refuse a state whose plugins or loaders differ from this
+            learner's (``False``: skip those parts and list them).
+        :raises engine.learner_state.StateError: the state does not fit this learner.
+        """
+        return learner_state.load_state_dict(self, state, strict=strict)
 
     def create_opt(self) -> torch.optim.Optimizer:
         """Create the optimizer over the model's parameters at ``self.lr``."""

@@ -38,6 +38,7 @@ from typing import Any
 from torch import Tensor
 from torch import nn
 
+from engine import order
 from engine._checks import integer
 from engine._checks import non_negative_int
 from engine._checks import number
@@ -86,7 +87,7 @@ class ActivationStats:
     """
 
     name = "activation_stats"
-    order = 25
+    order = order.ACTIVATION_STATS
 
     def __init__(
         self,

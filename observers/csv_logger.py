@@ -14,6 +14,7 @@ from typing import IO
 from typing import TYPE_CHECKING
 from typing import Any
 
+from engine import order
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class CSVLogger:
     """
 
     name = "csv_logger"
-    order = 90
+    order = order.CSV_LOGGER
 
     def __init__(self, path: str | Path = "metrics.csv") -> None:
         if not isinstance(path, (str, Path)) or not str(path).strip():

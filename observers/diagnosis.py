@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from engine.atomic_write import atomic_write
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -193,20 +194,16 @@ class Diagnosis:
         return "\n".join([*lines, "", *self._summary(), ""])
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_markdown` to ``path`` atomically; returns the path.
+        """Write :meth:`to_markdown` to ``path`` in UTF-8, atomically; returns the path.
+
+        See :func:`engine.atomic_write.atomic_write`.
 
         :param path: the Markdown file; its folder is created if needed.
         """
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            temp.write_text(self.to_markdown(), encoding="utf-8")
-            os.replace(temp, target)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return target
+        data = self.to_markdown().encode("utf-8")
+        return atomic_write(target, lambda file: file.write(data))
 
     def __str__(self) -> str:
         return self.table()

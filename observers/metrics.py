@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from engine import order
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ class Metrics:
     """
 
     name = "metrics"
-    order = 10
+    order = order.METRICS
 
     def __init__(
         self, metrics: tuple[str, ...] | Sequence[str | MetricFunc] = ("accuracy",)

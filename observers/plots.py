@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from engine.atomic_write import atomic_write
 
 FIGSIZE: tuple[float, float] = (6.0, 4.0)
 """The size in inches of the figures the helpers create."""
@@ -52,8 +53,9 @@ def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
     """Write ``figure`` to ``path`` as a PNG, atomically; returns the path.
 
     The image goes to a temporary file in the same folder first, which then
-    replaces ``path`` in one step: a reader never sees a half-written file, and
-    an error leaves the previous file untouched. The folder is created if needed.
+    replaces ``path`` in one step (:func:`engine.atomic_write.atomic_write`): a
+    reader never sees a half-written file, and an error leaves the previous file
+    untouched. The folder is created if needed.
 
     :param figure: the figure to save.
     :param path: where the PNG goes.
@@ -62,17 +64,7 @@ def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     if not isinstance(figure.canvas, FigureCanvasAgg):
         FigureCanvasAgg(figure)
-    # a name of our own, opened with "x": the file gets the usual permissions
-    # (umask), where mkstemp's would be private to the owner
-    temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with temp.open("xb") as handle:
-            figure.savefig(handle, format="png", dpi=DPI)
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(target, lambda file: figure.savefig(file, format="png", dpi=DPI))
 
 
 def plot_series(

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from typing import Any
 
+from engine import order
 from engine._checks import boolean
 from engine.hookspecs import hookimpl
 
@@ -62,7 +63,7 @@ class Progress:
     """
 
     name = "progress"
-    order = 30
+    order = order.PROGRESS
 
     def __init__(self, bar: bool | None = None) -> None:
         if bar is not None:

@@ -19,6 +19,7 @@ from typing import TypeAlias
 import torch
 from torch import Tensor
 
+from engine import order
 from engine._checks import boolean
 from engine._checks import did_you_mean
 from engine._checks import is_int
@@ -62,7 +63,7 @@ class Recorder:
     """
 
     name = "recorder"
-    order = 20
+    order = order.RECORDER
 
     def __init__(self, save: bool = True) -> None:
         self.save = boolean("save", save)

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from engine import order
 from engine._checks import is_number
 from engine._checks import positive_int
 from engine.exceptions import PluginError
@@ -68,7 +69,7 @@ class TensorBoard:
     """
 
     name = "tensorboard"
-    order = 40
+    order = order.TENSORBOARD
 
     def __init__(
         self, log_dir: str | None = None, histograms: bool = True, flush_secs: int = 30

@@ -1,28 +1,29 @@
-"""The checkpoint file: its layout, safe values, random-number states, atomic writes.
+"""The checkpoint file: its layout, safe values, atomic writes, and older layouts.
 
-Everything here produces or accepts values that ``torch.load(..., weights_only=True)``
-can read back: tensors, dicts, lists, tuples, str, int, float, bool and None. The
-random-number states of Python's ``random`` and of numpy are therefore converted
-to lists and tensors, and back.
+A checkpoint is a learner state (:mod:`engine.learner_state`: counters, model,
+optimizer, random-number and loader states, plugin states) with the checkpoint's
+own keys added (``format``, ``version``, ``complete``, the log and the best value).
+Everything in it is a value that ``torch.load(..., weights_only=True)`` can read
+back: tensors, dicts, lists, tuples, str, int, float, bool and None.
+
+Layout versions: 1 kept one generator state (or ``None``) per loader and no
+``lr``; 2 keeps a list of generator states per loader and ``lr``.
+:func:`learner_part` turns either into a learner state.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import random
-import shutil
-import uuid
+import sys
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 from typing import Any
 
 import torch
 
+from engine.atomic_write import atomic_write
 from engine.exceptions import PluginError
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 FORMAT = "lookinside-checkpoint"
 """The value of a checkpoint's ``format`` key."""
 
-VERSION = 1
+VERSION = 2
 """The layout version this module writes; it reads this one and older."""
 
 _REQUIRED: dict[str, tuple[type, ...]] = {
@@ -46,6 +47,9 @@ _REQUIRED: dict[str, tuple[type, ...]] = {
     "plugins": (dict,),
 }
 """The keys every checkpoint has, with the types their values must have."""
+
+_REQUIRED_SINCE: dict[int, dict[str, tuple[type, ...]]] = {2: {"lr": (int, float)}}
+"""The keys a layout version added to :data:`_REQUIRED`."""
 
 SAFE_HINT = (
     "a checkpoint may hold only tensors, dicts, lists, tuples, str, int, float, bool "
@@ -108,127 +112,23 @@ def _as_number(value: Any) -> Any:
         return float(value)
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
-    numpy = _numpy()
+    numpy = sys.modules.get("numpy")  # a numpy number means numpy was imported
     if numpy is not None and isinstance(value, numpy.generic):
         return value.item()
     return value
 
 
-def _numpy() -> ModuleType | None:
-    try:
-        return importlib.import_module("numpy")
-    except ImportError:
-        return None
+def save_checkpoint(state: dict[str, Any], path: Path, *copies: Path) -> None:
+    """Write ``state`` with ``torch.save`` to ``path`` and each of ``copies``, atomically.
 
+    The state is serialised once; see :func:`engine.atomic_write.atomic_write`. A
+    failure at any point (disk full, Ctrl-C) leaves the targets as they were.
 
-def capture_rng() -> dict[str, Any]:
-    """The states of the torch (CPU and CUDA), Python and numpy generators."""
-    version, internal, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
-        "numpy": None,
-    }
-    np = _numpy()
-    if np is not None:
-        kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-        state["numpy"] = {
-            "kind": str(kind),
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        }
-    return state
-
-
-def restore_rng(state: dict[str, Any]) -> list[str]:
-    """Put the generators back in the states :func:`capture_rng` returned.
-
-    :param state: what :func:`capture_rng` returned (possibly saved and loaded).
-    :returns: what could not be restored here, in words (e.g. CUDA states saved on
-        a machine with another number of GPUs); empty when everything was.
+    :param state: the checkpoint.
+    :param path: the file to write; its folder must exist.
+    :param copies: more files that receive the same bytes.
     """
-    skipped: list[str] = []
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda") or []
-    if cuda:
-        if torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
-            torch.cuda.set_rng_state_all(cuda)
-        else:
-            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            skipped.append(f"the CUDA generators ({len(cuda)} saved, {have} device(s) here)")
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
-    saved_numpy = state.get("numpy")
-    if saved_numpy is not None:
-        np = _numpy()
-        if np is None:
-            skipped.append("numpy's generator (numpy is not installed)")
-        else:
-            keys = saved_numpy["keys"].numpy().astype(np.uint32)
-            np.random.set_state(
-                (
-                    saved_numpy["kind"],
-                    keys,
-                    saved_numpy["pos"],
-                    saved_numpy["has_gauss"],
-                    saved_numpy["cached_gaussian"],
-                )
-            )
-    return skipped
-
-
-def loader_generator(loader: Any) -> torch.Generator | None:
-    """The ``torch.Generator`` a loader shuffles with, if it has its own.
-
-    Both :class:`~engine.data.TensorLoader` and ``torch.utils.data.DataLoader``
-    (when built with ``generator=``) keep it in ``.generator``; a loader without
-    one shuffles with the global torch generator, which :func:`capture_rng` saves.
-    """
-    generator = getattr(loader, "generator", None)
-    return generator if isinstance(generator, torch.Generator) else None
-
-
-def _temp_path(path: Path) -> Path:
-    # beside the target, so os.replace is a rename within one file system; created
-    # here (not by mkstemp) so the file gets the usual permissions
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    temp.touch(exist_ok=False)
-    return temp
-
-
-def atomic_save(obj: Any, paths: Sequence[Path]) -> None:
-    """Write ``obj`` with ``torch.save`` to every path in ``paths``, atomically.
-
-    The object is serialised once into a temporary file in the first path's
-    folder, flushed to disk, copied for the other paths, and each copy is renamed
-    over its target. A failure at any point (disk full, Ctrl-C) leaves the
-    targets as they were and removes the temporary files.
-
-    :param obj: what to save.
-    :param paths: the files to write; their folders must exist.
-    """
-    if not paths:
-        return
-    temps: list[Path] = []
-    try:
-        first = _temp_path(paths[0])
-        temps.append(first)
-        with first.open("wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        for path in paths[1:]:
-            copy = _temp_path(path)
-            temps.append(copy)
-            shutil.copyfile(first, copy)
-        for temp, path in zip(temps, paths):
-            os.replace(temp, path)
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
+    atomic_write(path, lambda file: torch.save(state, file), copies=copies)
 
 
 class CheckpointError(PluginError):
@@ -302,7 +202,11 @@ def _check_layout(path: Path, state: Any) -> None:
             f"checkpoint {path}: written by a newer lookinside (layout version {version}; "
             f"this one reads up to {VERSION}); upgrade lookinside to resume from it"
         )
-    for key, types in _REQUIRED.items():
+    required = dict(_REQUIRED)
+    for since, keys in _REQUIRED_SINCE.items():
+        if version >= since:
+            required.update(keys)
+    for key, types in required.items():
         if key not in state:
             raise CheckpointError(f"checkpoint {path}: damaged ({key!r} is missing)")
         value = state[key]
@@ -314,47 +218,25 @@ def _check_layout(path: Path, state: Any) -> None:
             )
 
 
-def check_fits(path: Path | None, learner: Learner, state: dict[str, Any]) -> None:
-    """Refuse a checkpoint of another model or optimizer, before anything is changed.
+def learner_part(state: dict[str, Any], learner: Learner) -> dict[str, Any]:
+    """The learner state of a checkpoint of any layout version, in today's layout.
 
-    :param path: where the checkpoint came from, for the messages.
-    :param learner: the learner about to resume.
-    :param state: the checkpoint, as :func:`load_checkpoint` returned it.
-    :raises CheckpointError: the state dicts' keys or shapes, the optimizer's
-        class or its parameter groups differ.
+    Version 1 kept each loader's generator state or ``None``: it becomes a list
+    of none or one. Its ``lr`` is taken as the learner's (version 1 did not save
+    it, and the optimizer's param groups hold the rates that were in use). The
+    checkpoint itself is not changed.
+
+    :param state: a checkpoint, as :func:`load_checkpoint` returned it.
+    :param learner: the learner it will be loaded into.
     """
-    mine = learner.model.state_dict()
-    saved = state["model"]
-    missing = [key for key in mine if key not in saved]
-    unexpected = [key for key in saved if key not in mine]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit this model: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}; build the model the checkpoint was saved from"
-        )
-    for key, value in mine.items():
-        other = saved[key]
-        if isinstance(value, torch.Tensor) and (
-            not isinstance(other, torch.Tensor) or other.shape != value.shape
-        ):
-            shape = tuple(other.shape) if isinstance(other, torch.Tensor) else other
-            raise CheckpointError(
-                f"checkpoint {path} does not fit this model: {key!r} has shape "
-                f"{shape} in the checkpoint and {tuple(value.shape)} in the model"
-            )
-    opt, saved_opt = learner.opt, state["optimizer"]
-    if opt is None or saved_opt is None:
-        return
-    saved_class = state.get("optimizer_class")
-    if saved_class not in (None, type(opt).__name__):
-        raise CheckpointError(
-            f"checkpoint {path} holds the state of a {saved_class} optimizer but this "
-            f"learner uses {type(opt).__name__}; use the same opt_func"
-        )
-    sizes = [len(group["params"]) for group in opt.param_groups]
-    saved_sizes = [len(group.get("params", ())) for group in saved_opt.get("param_groups", ())]
-    if sizes != saved_sizes:
-        raise CheckpointError(
-            f"checkpoint {path}: its optimizer has parameter groups of sizes {saved_sizes}, "
-            f"this learner's {sizes}; use the same model and parameter groups"
-        )
+    part = dict(state)
+    part.setdefault("lr", learner.lr)
+    part["loaders"] = {key: _as_list(saved) for key, saved in state["loaders"].items()}
+    return part
+
+
+def _as_list(saved: Any) -> Any:
+    """A loader's entry of version 1 (a generator state or None) as of version 2 (a list)."""
+    if saved is None:
+        return []
+    return [saved] if isinstance(saved, torch.Tensor) else saved

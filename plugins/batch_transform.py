@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from engine import order
 from engine._checks import is_int
 from engine.hookspecs import hookimpl
 
@@ -25,7 +26,7 @@ class BatchTransform:
     """
 
     name = "batch_transform"
-    order = -10
+    order = order.BATCH_TRANSFORM
 
     def __init__(
         self,

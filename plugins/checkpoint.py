@@ -6,12 +6,12 @@ folder, then a rename: a failed write never replaces a good file). A Ctrl-C
 during a fit writes ``interrupted.pt`` before the program exits.
 
 What a checkpoint holds, all readable with ``torch.load(path, weights_only=True)``:
-the model's and the optimizer's state dicts (so the hyper-parameters a schedule
-set too), the epoch and the learner's counters (``n_iter``, ``n_epochs``: a
-schedule's position), the random-number states (torch CPU and CUDA, Python
-``random``, numpy), the shuffling generator of each loader that has one, the
-per-epoch log values, the best value so far, and the state of every attached
-plugin that implements the state protocol::
+the learner's state (:mod:`engine.learner_state`: the model's and the optimizer's
+state dicts, so the hyper-parameters a schedule set too, the epoch and the
+learner's counters, ``n_iter`` and ``n_epochs`` being a schedule's position, the
+random-number states of torch CPU and CUDA, Python ``random`` and numpy, the
+shuffling generators of the loaders), the per-epoch log values, the best value so
+far, and the state of every attached plugin that implements the state protocol::
 
     def state_dict(self) -> dict: ...          # tensors, dicts, lists, tuples, str,
     def load_state_dict(self, state: dict) -> None: ...   # int, float, bool, None
@@ -20,7 +20,7 @@ Plugin states are stored under the plugin's name and given back to the plugin of
 that name when resuming.
 
 Resuming (``resume=PATH``; ``lookinside fit --resume PATH``) happens in
-``begin_fit`` at this plugin's order (80), that is after ``train_eval`` reset the
+``begin_fit`` at this plugin's order (80), that is after the loop reset the
 counters, after ``device`` moved the model and after the other plugins reset their
 own state. The file is read onto the CPU and copied into the model wherever it
 lives; the optimizer's state follows its parameters. The fit continues with the
@@ -37,22 +37,24 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
 
+from engine import order
 from engine.distributed import say
 from engine.exceptions import PluginError
 from engine.hookspecs import hookimpl
+from engine.learner_state import StateError
+from engine.learner_state import load_state_dict
+from engine.learner_state import plugin_states
+from engine.learner_state import state_dict
 from plugins._monitor import infer_mode
 from plugins._state import FORMAT
 from plugins._state import SAFE_HINT
 from plugins._state import VERSION
 from plugins._state import CheckpointError
-from plugins._state import atomic_save
-from plugins._state import capture_rng
-from plugins._state import check_fits
 from plugins._state import find_unsafe
+from plugins._state import learner_part
 from plugins._state import load_checkpoint
-from plugins._state import loader_generator
 from plugins._state import plain
-from plugins._state import restore_rng
+from plugins._state import save_checkpoint
 
 if TYPE_CHECKING:
     import os
@@ -110,7 +112,9 @@ class Checkpoint:
     """
 
     name = "checkpoint"
-    order = 80
+    order = order.CHECKPOINT
+    pause_during_sweeps = True
+    """Detached while :func:`plugins.lr_finder.lr_find` sweeps: a sweep is not saved."""
 
     def __init__(
         self,
@@ -170,7 +174,7 @@ class Checkpoint:
         self.best, self.best_epoch, self.history = None, None, []
         self._saved_epoch, self._validating, self._end_iter = -1, -1, None
         self._last_written, self._end_iter_epoch = -1, -1
-        unsafe = find_unsafe(self._plugin_states(learner), "plugins")
+        unsafe = find_unsafe(plugin_states(learner), "plugins")
         if unsafe:
             raise PluginError(f"plugin 'checkpoint': cannot save {unsafe}; {SAFE_HINT}")
         if self._pending is not None:
@@ -196,7 +200,7 @@ class Checkpoint:
             # after_epoch ran (e.g. early stopping cancelled after it) but, with
             # every > 1, may not have written last.pt: the fit's last epoch is saved
             if self._last_written != epoch:
-                atomic_save(self._capture(learner, complete=True), [self._folder(learner) / LAST])
+                save_checkpoint(self._capture(learner, complete=True), self._folder(learner) / LAST)
                 self._last_written = epoch
         elif self._trained(learner):
             self._end_epoch(learner, strict=False, force_last=True)
@@ -207,7 +211,7 @@ class Checkpoint:
             return
         path = self._folder(learner) / INTERRUPTED
         try:
-            atomic_save(self._capture(learner, complete=self._trained(learner)), [path])
+            save_checkpoint(self._capture(learner, complete=self._trained(learner)), path)
         except (OSError, RuntimeError, PluginError) as exc:
             # never hide the KeyboardInterrupt behind an error of ours
             print(f"checkpoint: could not write {path}: {exc}")
@@ -227,7 +231,7 @@ class Checkpoint:
         :returns: the path written.
         """
         target = Path(path)
-        atomic_save(self._capture(learner, complete=True), [target])
+        save_checkpoint(self._capture(learner, complete=True), target)
         return target
 
     def _end_epoch(self, learner: Learner, strict: bool, force_last: bool = False) -> None:
@@ -249,7 +253,8 @@ class Checkpoint:
             targets.append(BEST)
         if targets and learner.is_main:
             folder = self._folder(learner)
-            atomic_save(self._capture(learner, complete=True), [folder / t for t in targets])
+            paths = [folder / target for target in targets]
+            save_checkpoint(self._capture(learner, complete=True), *paths)
         self._saved_epoch = epoch
         if missing and strict:
             raise ValueError(
@@ -274,30 +279,14 @@ class Checkpoint:
         return self._end_iter is not None and learner.n_iter >= self._end_iter
 
     def _capture(self, learner: Learner, complete: bool) -> dict[str, Any]:
-        opt = learner.opt
-        loaders = {
-            key: generator.get_state() if generator is not None else None
-            for key, generator in (
-                ("train", loader_generator(learner.data.train_dl)),
-                ("valid", loader_generator(learner.data.valid_dl)),
-            )
-        }
         state = {
             "format": FORMAT,
             "version": VERSION,
-            "epoch": learner.epoch,
+            **state_dict(learner),
             "complete": complete,
             "epochs": learner.epochs,
             "iter": learner.iter,
             "in_train": learner.in_train,
-            "n_iter": learner.n_iter,
-            "n_epochs": float(learner.n_epochs),
-            "model": learner.model.state_dict(),
-            "optimizer": opt.state_dict() if opt is not None else None,
-            "optimizer_class": type(opt).__name__ if opt is not None else None,
-            "rng": capture_rng(),
-            "loaders": loaders,
-            "plugins": self._plugin_states(learner),
             "log": plain(dict(learner.log)),
             "history": list(self.history),
             "monitor": self.monitor,
@@ -309,13 +298,6 @@ class Checkpoint:
         if unsafe:
             raise PluginError(f"plugin 'checkpoint': cannot save {unsafe}; {SAFE_HINT}")
         return state
-
-    def _plugin_states(self, learner: Learner) -> dict[str, Any]:
-        states: dict[str, Any] = {}
-        for name, plugin in learner.plugins.items():
-            if plugin is not self and _has_state(plugin):
-                states[name] = plugin.state_dict()  # type: ignore[attr-defined]
-        return states
 
     # -- resuming ------------------------------------------------------------
 
@@ -333,33 +315,11 @@ class Checkpoint:
 
     def _restore(self, learner: Learner, state: dict[str, Any]) -> None:
         path = self.resume_path
-        check_fits(path, learner, state)
-        learner.model.load_state_dict(state["model"])
-        opt = learner.opt
-        if state["optimizer"] is not None and opt is not None:
-            # load_state_dict makes new param-group dicts; plugins that set
-            # hyper-parameters (schedules) hold the old ones, so those are kept
-            groups = opt.param_groups
-            opt.load_state_dict(state["optimizer"])
-            for mine, loaded in zip(groups, opt.param_groups):
-                mine.update(loaded)
-            opt.param_groups = groups
-        learner.n_iter = state["n_iter"]
-        learner.n_epochs = float(state["n_epochs"])
+        try:
+            skipped = load_state_dict(learner, learner_part(state, learner), strict=False)
+        except StateError as exc:
+            raise CheckpointError(f"checkpoint {path}: {exc}") from exc
         learner.epoch = state["epoch"] + 1  # the loop starts here
-        skipped = restore_rng(state["rng"])
-        for key, loader in (("train", learner.data.train_dl), ("valid", learner.data.valid_dl)):
-            saved, generator = state["loaders"].get(key), loader_generator(loader)
-            if saved is not None and generator is not None:
-                generator.set_state(saved)
-            elif saved is not None:
-                skipped.append(f"the {key} loader's shuffling (this loader has no generator)")
-        for name, plugin_state in state["plugins"].items():
-            plugin = learner.plugins.get(name)
-            if plugin is not None and _has_state(plugin):
-                plugin.load_state_dict(plugin_state)  # type: ignore[attr-defined]
-            else:
-                skipped.append(f"the state of plugin {name!r} (no such plugin is attached)")
         self.history = list(state.get("history") or [])
         if state.get("monitor") == self.monitor and state.get("mode") == self.mode:
             self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
@@ -381,12 +341,6 @@ class Checkpoint:
             )
         for item in skipped:
             say(f"checkpoint: not restored: {item}")
-
-
-def _has_state(plugin: object) -> bool:
-    return callable(getattr(plugin, "state_dict", None)) and callable(
-        getattr(plugin, "load_state_dict", None)
-    )
 
 
 @hookimpl

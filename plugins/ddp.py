@@ -28,6 +28,7 @@ from torch.utils.data import IterableDataset
 from torch.utils.data import RandomSampler
 from torch.utils.data import SequentialSampler
 
+from engine import order
 from engine.data import ShardSampler
 from engine.data import TensorLoader
 from engine.distributed import Distributed
@@ -83,7 +84,7 @@ class DDP:
     """
 
     name = "ddp"
-    order = -45  # after device (-50) has moved the model
+    order = order.DDP
 
     def __init__(
         self,

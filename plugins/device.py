@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from engine import order
 from engine.data import TensorLoader
 from engine.hookspecs import hookimpl
 
@@ -72,7 +73,7 @@ class Device:
     """
 
     name = "device"
-    order = -50
+    order = order.DEVICE
 
     def __init__(
         self, device: str = "auto", non_blocking: bool = True, move_data: bool = True

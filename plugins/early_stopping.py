@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 
+from engine import order
 from engine._checks import integer
 from engine._checks import is_number
 from engine._checks import number
@@ -66,7 +67,7 @@ class EarlyStopping:
     """
 
     name = "early_stopping"
-    order = 100  # last in after_epoch: every observer has logged the epoch
+    order = order.EARLY_STOPPING
     pause_during_sweeps = True
     """Detached while :func:`plugins.lr_finder.lr_find` sweeps: a sweep is never stopped early."""
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
+from engine import order
 from engine._checks import positive_int
 from engine.exceptions import CancelBatchException
 from engine.hookspecs import hookimpl
@@ -45,7 +46,7 @@ class GradAccumulation:
     """
 
     name = "grad_accumulation"
-    order = 45
+    order = order.GRAD_ACCUMULATION
 
     def __init__(self, steps: int = 2) -> None:
         self.steps = positive_int("steps", steps)

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from engine import order
 from engine._checks import number
 from engine.hookspecs import hookimpl
 
@@ -36,7 +37,7 @@ class GradClip:
     """
 
     name = "grad_clip"
-    order = 60
+    order = order.GRAD_CLIP
 
     def __init__(
         self,

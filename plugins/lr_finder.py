@@ -13,15 +13,21 @@ and the sweep stops early once the smoothed loss exceeds ``stop_factor`` times
 the best one seen.
 
 Afterwards everything the sweep touched is put back, whether it ended well,
-with an error or with Ctrl-C: the model's weights, buffers, gradients and
-train/eval modes, the optimizer's state and hyper-parameters (or its absence),
-the torch, Python, NumPy and CUDA random states, the shuffling generator of the
-loaders, and the learner's counters and attributes. A fit after the finder gives
-exactly what it would have given without it. The plugins of
-:data:`PAUSED_PLUGINS` (checkpoint, early stopping) are detached during the
-sweep and attached again after it. The others are not rolled back: they see the
-sweep as a fit (the recorder holds it afterwards), with the learner's
-``out_dir`` set to ``None`` so that nothing is written to disk.
+with an error or with Ctrl-C: the learner's state (:mod:`engine.learner_state`:
+the model's weights and buffers, the optimizer's state and hyper-parameters, the
+counters, the torch, Python, NumPy and CUDA random states, the loaders' shuffling
+generators), the model's gradients and train/eval modes, the optimizer itself
+(or its absence), and what the fit set on the learner
+(:data:`~engine.learner_state.FIT_ATTRIBUTES`). A fit after the finder gives
+exactly what it would have given without it.
+
+Plugins whose ``pause_during_sweeps`` attribute is true (checkpoint, early
+stopping) are detached during the sweep and attached again after it: a sweep must
+not be saved, resumed into, or stopped early. The others are not rolled back
+(their states are not loaded back: to a plugin, a loaded state means "resume from
+it" in the next fit); they see the sweep as a fit (the recorder holds it
+afterwards), with the learner's ``out_dir`` set to ``None`` so that nothing is
+written to disk.
 
 The :class:`LRFinder` plugin alone (``-p lr_find`` in a fit) is the lesson's
 ``LR_Find`` callback: it sweeps and cancels the fit, but restores nothing.
@@ -32,20 +38,22 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import random
 from collections.abc import Callable
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-import numpy as np
 import torch
 
+from engine import order
 from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelTrainException
 from engine.exceptions import LookinsideError
 from engine.hookspecs import hookimpl
+from engine.learner_state import FIT_ATTRIBUTES
+from engine.learner_state import load_state_dict
+from engine.learner_state import state_dict
 from plugins._lr_find_result import LRFindResult
 from plugins._lr_find_result import suggest
 
@@ -57,14 +65,8 @@ __all__ = ["PLOT_FILE", "LRFindResult", "LRFinder", "lr_find", "suggest"]
 PLOT_FILE = "lr_find.png"
 """The file ``lookinside lr-find`` writes into ``--out``."""
 
-LEARNER_ATTRIBUTES: tuple[str, ...] = (
-    "lr", "epoch", "epochs", "n_epochs", "n_iter", "iters", "iter", "in_train",
-    "dl", "xb", "yb", "pred", "loss", "log", "error", "_out_dir",
-)  # fmt: skip
-"""The learner's attributes :func:`lr_find` saves and puts back."""
-
-PAUSED_PLUGINS: tuple[str, ...] = ("checkpoint", "early_stopping")
-"""Plugins detached during the sweep: it must not be saved, resumed into, or stopped early."""
+PAUSE = "pause_during_sweeps"
+"""The plugin attribute that, when true, detaches the plugin during a sweep."""
 
 
 class LRFinder:
@@ -85,7 +87,7 @@ class LRFinder:
     """
 
     name = "lr_find"
-    order = -15  # after `schedule` (-20), so the sweep's lr wins; before any reader
+    order = order.LR_FIND
 
     def __init__(
         self,
@@ -231,76 +233,63 @@ def lr_find(
     finder = LRFinder(min_lr, max_lr, num_it, stop_div, stop_factor, beta)
     n_batches = _length(learner.data.train_dl)
     epochs = math.ceil(num_it / n_batches) if n_batches else num_it
-    paused = [(name, learner.plugins[name]) for name in PAUSED_PLUGINS if name in learner.plugins]
+    paused = [(name, plugin) for name, plugin in learner.plugins.items() if _pauses(plugin)]
     snapshot = _Snapshot(learner)
+    out_dir = learner.out_dir
     try:
         for name, _ in paused:
             learner.remove_plugin(name)
-        learner.out_dir = None  # observers write nothing about the sweep
+        if out_dir is not None:
+            learner.out_dir = None  # observers write nothing about the sweep
         with learner.added(finder):
             learner.fit(epochs)
     finally:
         for name, plugin in paused:
             if name not in learner.plugins:
                 learner.add_plugin(plugin, name)
+        if out_dir is not None:
+            learner.out_dir = out_dir
         snapshot.restore(learner)
     return finder.result
 
 
 class _Snapshot:
-    """Copies of what a sweep changes, taken from a learner and put back into it."""
+    """Copies of what a sweep changes, taken from a learner and put back into it.
+
+    The learner's state without the plugins' (see the module's docstring), plus
+    what a state leaves out: the optimizer object, the gradients, the modules'
+    train/eval modes and the attributes a fit sets.
+    """
 
     def __init__(self, learner: Learner) -> None:
-        model = learner.model
-        self.model_state = copy.deepcopy(model.state_dict())
-        params = list(model.parameters())
-        self.grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
-        self.modes = [module.training for module in model.modules()]
+        # the state's tensors are the live ones: copied, as the sweep changes them
+        self.state = copy.deepcopy(state_dict(learner, plugins=False))
         self.opt = learner.opt
-        self.opt_state = None if self.opt is None else copy.deepcopy(self.opt.state_dict())
-        self.rng: tuple[Any, ...] = (
-            torch.get_rng_state(),
-            random.getstate(),
-            np.random.get_state(),
-        )
-        cuda = torch.cuda.is_available()
-        self.cuda_rng = torch.cuda.get_rng_state_all() if cuda else None
-        self.generators = [(gen, gen.get_state()) for gen in _generators(learner)]
-        self.attributes = {name: getattr(learner, name) for name in LEARNER_ATTRIBUTES}
+        model = learner.model
+        self.grads = [
+            None if p.grad is None else p.grad.detach().clone() for p in model.parameters()
+        ]
+        self.modes = [module.training for module in model.modules()]
+        self.attributes = {name: getattr(learner, name) for name in FIT_ATTRIBUTES}
         self.log_items = dict(learner.log)  # the same dict comes back, with these items
 
     def restore(self, learner: Learner) -> None:
+        learner.opt = self.opt  # the sweep may have created one
+        load_state_dict(learner, self.state)
         model = learner.model
-        model.load_state_dict(self.model_state)
         for param, grad in zip(model.parameters(), self.grads):
             param.grad = None if grad is None else grad.to(param.device)
         for module, mode in zip(model.modules(), self.modes):
             module.training = mode
-        learner.opt = self.opt
-        if self.opt is not None and self.opt_state is not None:
-            self.opt.load_state_dict(self.opt_state)
-        torch.set_rng_state(self.rng[0])
-        random.setstate(self.rng[1])
-        np.random.set_state(self.rng[2])
-        if self.cuda_rng is not None:
-            torch.cuda.set_rng_state_all(self.cuda_rng)
-        for gen, state in self.generators:
-            gen.set_state(state)
         for name, value in self.attributes.items():
             setattr(learner, name, value)
         learner.log.clear()
         learner.log.update(self.log_items)
 
 
-def _generators(learner: Learner) -> list[torch.Generator]:
-    """The torch generators the loaders shuffle with (TensorLoader, DataLoader, samplers)."""
-    found: list[torch.Generator] = []
-    for dl in (learner.data.train_dl, learner.data.valid_dl):
-        for owner in (dl, getattr(dl, "sampler", None), getattr(dl, "batch_sampler", None)):
-            gen = getattr(owner, "generator", None)
-            if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
-                found.append(gen)
-    return found
+def _pauses(plugin: object) -> bool:
+    """Whether ``plugin`` sits out sweeps (its ``pause_during_sweeps`` is true)."""
+    return bool(getattr(plugin, PAUSE, False))
 
 
 def _length(dl: Iterable[Any]) -> int:

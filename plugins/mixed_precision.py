@@ -36,6 +36,7 @@ from typing import Literal
 
 import torch
 
+from engine import order
 from engine._checks import boolean
 from engine._checks import one_of
 from engine.exceptions import CancelBatchException
@@ -84,7 +85,7 @@ class MixedPrecision:
     """
 
     name = "mixed_precision"
-    order = 50
+    order = order.MIXED_PRECISION
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from typing import TypeAlias
 
 import torch
 
+from engine import order
 from engine._checks import is_number
 from engine.hookspecs import hookimpl
 from plugins._schedules import FUNCTIONS
@@ -103,7 +104,7 @@ class Schedule:
     """
 
     name = "schedule"
-    order = -20
+    order = order.SCHEDULE
 
     def __init__(
         self,

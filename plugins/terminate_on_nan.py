@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from engine import order
 from engine._checks import positive_int
 from engine.exceptions import CancelTrainException
 from engine.hookspecs import hookimpl
@@ -35,7 +36,7 @@ class TerminateOnNan:
     """
 
     name = "terminate_on_nan"
-    order = 5
+    order = order.TERMINATE_ON_NAN
 
     def __init__(self, every: int = 1) -> None:
         self.every = positive_int("every", every)

@@ -51,9 +51,7 @@ class Snapshot:
 
 def fit_with(*extra: object, epochs: int = 1) -> tuple[Learner, Snapshot]:
     snap = Snapshot()
-    learner = Learner(
-        tiny_model(), tiny_data(), plugins=[snap, *extra], defaults=False
-    )
+    learner = Learner(tiny_model(), tiny_data(), plugins=[snap, *extra], defaults=False)
     learner.fit(epochs)
     return learner, snap
 

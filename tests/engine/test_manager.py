@@ -258,3 +258,39 @@ def test_a_plugin_module_can_add_a_subcommand(
     )
     assert main(["hello", "world"]) == 3
     assert capsys.readouterr().out == "hello world\n"
+
+
+def test_every_builtin_plugin_runs_at_its_place_in_the_order_table() -> None:
+    """The full order of the built-ins, not only the defaults (engine/order.py)."""
+    from engine import order
+
+    catalog = load_catalog(autoload=True)
+    builtins = {
+        name: spec.factory
+        for name, spec in catalog.plugins.items()
+        if spec.origin.distribution == "lookinside"
+    }
+    ranked = sorted(builtins, key=lambda name: builtins[name].order)  # type: ignore[attr-defined]
+    assert ranked == [
+        "device",
+        "ddp",
+        "schedule",
+        "lr_find",
+        "batch_transform",
+        "terminate_on_nan",
+        "metrics",
+        "recorder",
+        "activation_stats",
+        "progress",
+        "tensorboard",
+        "grad_accumulation",
+        "mixed_precision",
+        "grad_clip",
+        "checkpoint",
+        "csv_logger",
+        "early_stopping",
+    ]
+    constants = {n: v for n, v in vars(order).items() if n.isupper()}
+    for name, factory in builtins.items():
+        assert factory.order == constants[name.upper()], name  # type: ignore[attr-defined]
+    assert len(set(constants.values())) == len(constants)  # no two places alike

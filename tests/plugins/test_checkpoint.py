@@ -22,7 +22,6 @@ from plugins.checkpoint import CheckpointError
 from plugins.checkpoint import infer_mode
 from plugins.checkpoint import load_checkpoint
 from plugins.mixed_precision import MixedPrecision
-from plugins.train_eval import TrainEval
 from tests.helpers import Spy
 
 
@@ -85,7 +84,7 @@ def learner(tmp: Path, *extra: object, seed: int = 0, **options: Any) -> Learner
         shuffled_data(),
         opt_func=sgd_momentum,
         lr=0.1,
-        plugins=[TrainEval(), Metrics(), Checkpoint(**options), *extra],
+        plugins=[Metrics(), Checkpoint(**options), *extra],
         defaults=False,
     )
 
@@ -265,7 +264,7 @@ def test_resume_onto_another_model_changes_nothing(tmp_path: Path) -> None:
     other = Learner(
         nn.Linear(5, 2),
         shuffled_data(),
-        plugins=[TrainEval(), Checkpoint(dir=str(tmp_path), resume=str(tmp_path / "last.pt"))],
+        plugins=[Checkpoint(dir=str(tmp_path), resume=str(tmp_path / "last.pt"))],
         defaults=False,
     )
     before = weights(other.model)
@@ -280,7 +279,7 @@ def test_resume_with_another_optimizer_is_refused(tmp_path: Path) -> None:
         dropout_model(0),
         shuffled_data(),
         opt_func=torch.optim.Adam,
-        plugins=[TrainEval(), Checkpoint(dir=str(tmp_path), resume=str(tmp_path / "last.pt"))],
+        plugins=[Checkpoint(dir=str(tmp_path), resume=str(tmp_path / "last.pt"))],
         defaults=False,
     )
     with pytest.raises(CheckpointError, match="holds the state of a SGD optimizer but this "):
@@ -417,7 +416,7 @@ def test_a_failed_write_never_replaces_the_good_file(
         file.write(b"PK\x03\x04 half a zip")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_state.torch, "save", broken_save)
+    monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="No space left"):
         fitted.fit(1)
     assert (tmp_path / "last.pt").read_bytes() == good
@@ -487,7 +486,11 @@ def good_file(tmp_path: Path) -> Path:
         ),
         ("list", "not a lookinside checkpoint (it holds a list)"),
         ("foreign", "not a lookinside checkpoint (format 'other')"),
-        ("newer", "written by a newer lookinside (layout version 2; this one reads up to 1)"),
+        (
+            "newer",
+            f"written by a newer lookinside (layout version {_state.VERSION + 1}; this one "
+            f"reads up to {_state.VERSION})",
+        ),
         ("no_model", "damaged ('model' is missing)"),
         ("bad_epoch", "damaged ('epoch' should be int, got str)"),
     ],
@@ -510,7 +513,7 @@ def test_damaged_or_foreign_files_are_clear_errors(
     else:
         changes: dict[str, Any] = {
             "foreign": {"format": "other"},
-            "newer": {"version": 2},
+            "newer": {"version": _state.VERSION + 1},
             "bad_epoch": {"epoch": "3"},
         }
         state.update(changes.get(content, {}))
@@ -590,7 +593,7 @@ def _fit_with(tmp_path: Path, epochs: int, *extra: object, **options: Any) -> Le
     learner = Learner(
         dropout_model(0),
         shuffled_data(),
-        plugins=[TrainEval(), Metrics(), Checkpoint(**options), *extra],
+        plugins=[Metrics(), Checkpoint(**options), *extra],
         defaults=False,
         out_dir=tmp_path,
     )
@@ -635,3 +638,31 @@ def test_early_stop_with_every_2_still_writes_the_last_epoch(tmp_path: Path) -> 
     )
     _fit_with(tmp_path, 6, stop, every=2)
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+def test_a_version_1_file_still_resumes_bit_for_bit(tmp_path: Path) -> None:
+    """Version 1: one generator state (or None) per loader and no lr; version 2 keeps lists."""
+    straight = learner(tmp_path / "a")
+    straight.fit(4)
+    learner(tmp_path / "b").fit(2)
+    state = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert (state["version"], state["lr"]) == (2, 0.1)
+    assert [len(saved) for saved in state["loaders"].values()] == [1, 1]
+    state["version"] = 1
+    del state["lr"]
+    state["loaders"] = {"train": state["loaders"]["train"][0], "valid": None}
+    torch.save(state, tmp_path / "v1.pt")
+    resumed = learner(tmp_path / "b", seed=7, resume=str(tmp_path / "v1.pt"))
+    resumed.fit(4)
+    assert_same(weights(straight.model), weights(resumed.model))
+
+
+def test_a_checkpoint_without_a_plugins_state_says_what_was_not_restored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    learner(tmp_path, Stateful()).fit(1)
+    learner(tmp_path, resume=str(tmp_path / "last.pt")).fit(1)
+    assert (
+        "checkpoint: not restored: the state of plugin 'stateful' (no such plugin is attached)"
+        in capsys.readouterr().out.splitlines()
+    )

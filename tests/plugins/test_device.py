@@ -78,9 +78,7 @@ def test_cpu_fit_with_a_dataloader() -> None:
 def test_cuda_moves_model_in_memory_data_and_batches() -> None:
     watch = WhereAreBatches()
     data = tiny_data()
-    learner = Learner(
-        tiny_model(), data, plugins=[Device("cuda"), watch], defaults=False
-    )
+    learner = Learner(tiny_model(), data, plugins=[Device("cuda"), watch], defaults=False)
     learner.fit(1)
     assert watch.devices == {("cuda", "cuda", "cuda")}
     assert next(learner.model.parameters()).is_cuda

@@ -16,7 +16,7 @@ from torch import nn
 from engine import Learner
 from engine import PluginError
 from engine.cli import main
-from plugins.lr_finder import LEARNER_ATTRIBUTES
+from engine.learner_state import FIT_ATTRIBUTES
 from plugins.lr_finder import LRFinder
 from plugins.lr_finder import LRFindResult
 from plugins.lr_finder import lr_find
@@ -25,6 +25,8 @@ from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 
 FINDER_EVENTS = ["begin_fit", "begin_batch", "after_loss", "begin_validate", "after_fit"]
+LEARNER_ATTRIBUTES = ("lr", "epoch", "n_epochs", "n_iter", "out_dir", *FIT_ATTRIBUTES)
+"""The learner's attributes lr_find puts back: the state's counters and what a fit sets."""
 
 
 def closed_form(min_lr: float, max_lr: float, num_it: int) -> list[float]:
@@ -86,7 +88,7 @@ def everything(learner: Learner) -> dict[str, Any]:
         "opt_state": None if learner.opt is None else copy.deepcopy(learner.opt.state_dict()),
         "torch_rng": torch.get_rng_state(),
         "python_rng": random.getstate(),
-        "numpy_rng": np.random.get_state()[1].copy(),
+        "numpy_rng": np.random.get_state()[1].copy(),  # type: ignore[index]
         "loader": learner.data.train_dl.generator.get_state(),  # type: ignore[attr-defined]
         "attributes": {name: getattr(learner, name) for name in LEARNER_ATTRIBUTES},
         "log": dict(learner.log),
@@ -251,7 +253,7 @@ def test_result_plot_marks_the_suggestions() -> None:
     assert ax.get_xscale() == "log"
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels[:2] == ["loss", "smoothed loss"]
-    assert [label.split(":")[0] for label in labels[2:]] == ["steepest", "min/10"]
+    assert [str(label).split(":")[0] for label in labels[2:]] == ["steepest", "min/10"]
     assert str(result).splitlines()[1].startswith("suggested lr (steepest): ")
 
 
@@ -339,3 +341,37 @@ def test_stop_reason_names_another_plugin_that_cancelled() -> None:
         result.stop_reason
         == "stopped by another plugin (CancelTrainException) after 5 of 20 batches"
     )
+
+
+def test_any_plugin_can_sit_out_the_sweep_and_no_state_is_loaded_back(tmp_path: Path) -> None:
+    """pause_during_sweeps, not a list of names, decides; a plugin's state is not loaded
+    back after the sweep (to a plugin, a loaded state means: resume from it)."""
+
+    class Paused:
+        name = "paused"
+        pause_during_sweeps = True
+        batches = 0
+
+        def after_batch(self, learner: Any) -> None:
+            self.batches += 1
+
+    class Stateful:
+        name = "stateful"
+        loads = 0
+
+        def state_dict(self) -> dict[str, Any]:
+            return {}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            self.loads += 1
+
+    paused, stateful = Paused(), Stateful()
+    learner = make_learner(out_dir=tmp_path)
+    learner.add_plugin(paused)
+    learner.add_plugin(stateful)
+    before = everything(learner)
+    lr_find(learner, num_it=4)
+    assert_same(before, everything(learner))
+    assert (paused.batches, stateful.loads) == (0, 0)
+    assert learner.plugins["paused"] is paused and learner.out_dir == tmp_path
+    assert not list(tmp_path.iterdir())  # the recorder wrote no plot of the sweep

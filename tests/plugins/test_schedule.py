@@ -266,9 +266,7 @@ def test_a_failed_fit_leaves_nothing_stale(event: str) -> None:
     """An error at an event the plugin uses; the next fit (new optimizer) is scheduled afresh."""
     schedule = Schedule(lr=lin(0.1, 0.5))
     raiser = Raiser(event)
-    learner = Learner(
-        tiny_model(), tiny_data(), plugins=[schedule, raiser], defaults=False
-    )
+    learner = Learner(tiny_model(), tiny_data(), plugins=[schedule, raiser], defaults=False)
     with pytest.raises(RuntimeError, match="boom"):
         learner.fit(2)
     raiser.armed = False
