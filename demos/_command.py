@@ -7,12 +7,12 @@ of the ``lookinside.plugins`` group, like a third-party package's commands.
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import pkgutil
 from collections.abc import Sequence
 from typing import Any
 
+from engine._checks import did_you_mean
 from engine.exceptions import LookinsideError
 from engine.hookspecs import hookimpl
 
@@ -39,8 +39,7 @@ def run_demo(name: str, argv: Sequence[str]) -> int:
         print("\n".join(names))
         return 0
     if name not in names:
-        match = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean {match[0]!r}?)" if match else ""
+        hint = did_you_mean(name, names)
         raise LookinsideError(f"unknown demo {name!r}{hint}; demos: {', '.join(names)}")
     module = importlib.import_module(f"demos.{name}")
     return int(module.main(list(argv)) or 0)

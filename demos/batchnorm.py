@@ -7,7 +7,7 @@ Run it with::
     python -m demos.batchnorm --data mnist --data-dir data --bs-list 512,2
 
 The same network, notebook 07's CNN of widths ``[8, 16, 32, 64, 64]``
-(``engine.models.cnn_07``, ReLU, conv -> activation -> norm, kaiming init), is
+(``engine.nn.cnn_07``, ReLU, conv -> activation -> norm, kaiming init), is
 trained with each normalization: none, our ``BatchNorm``, torch's
 ``nn.BatchNorm2d``, ``LayerNorm``, ``InstanceNorm`` (the lesson's eps 1.0),
 ``nn.GroupNorm`` (4 groups) and ``RunningBatchNorm``, at each batch size, with plain
@@ -60,12 +60,12 @@ from engine.cli import config_from_args
 from engine.cli import data_from_args
 from engine.data import DataBunch
 from engine.data import TensorLoader
-from engine.init import init_cnn
-from engine.layers import InstanceNorm
 from engine.learner import Learner
 from engine.manager import load_catalog
-from engine.models import NormSpec
-from engine.models import cnn_07
+from engine.nn import InstanceNorm
+from engine.nn import NormSpec
+from engine.nn import cnn_07
+from engine.nn import init_cnn
 from observers.plots import axes_or_new
 from observers.plots import new_figure
 from observers.plots import save_figure

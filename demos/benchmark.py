@@ -40,7 +40,7 @@ from torch import nn
 
 from engine.data import DataBunch
 from engine.learner import Learner
-from engine.models import cnn
+from engine.nn import cnn
 
 
 @dataclass

@@ -22,7 +22,7 @@ from engine.cli import add_training_arguments
 from engine.cli import data_from_args
 from engine.cli import learner_from_args
 from engine.manager import load_catalog
-from engine.models import cnn
+from engine.nn import cnn
 
 
 def main(argv: Sequence[str] | None = None) -> int:

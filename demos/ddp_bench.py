@@ -47,7 +47,7 @@ def _worker(args: argparse.Namespace) -> None:
     from engine.data import DataBunch
     from engine.distributed import Distributed
     from engine.learner import Learner
-    from engine.models import cnn
+    from engine.nn import cnn
 
     torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))

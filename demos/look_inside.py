@@ -50,11 +50,11 @@ from engine.cli import add_training_arguments
 from engine.cli import data_from_args
 from engine.cli import learner_from_args
 from engine.data import DataBunch
-from engine.init import init_cnn
-from engine.layers import GeneralRelu
 from engine.manager import load_catalog
-from engine.models import cnn
-from engine.models import conv_norm_layer
+from engine.nn import GeneralRelu
+from engine.nn import cnn
+from engine.nn import conv_norm_layer
+from engine.nn import init_cnn
 from observers.activation_stats import ActivationStats
 from observers.diagnosis import Diagnosis
 from observers.diagnosis import diagnose

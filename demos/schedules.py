@@ -37,11 +37,11 @@ from engine.cli import add_training_arguments
 from engine.cli import data_from_args
 from engine.cli import learner_from_args
 from engine.exceptions import LookinsideError
-from engine.init import init_cnn
-from engine.layers import GeneralRelu
 from engine.manager import load_catalog
-from engine.models import cnn
-from engine.models import conv_norm_layer
+from engine.nn import GeneralRelu
+from engine.nn import cnn
+from engine.nn import conv_norm_layer
+from engine.nn import init_cnn
 from observers import plots
 from observers.recorder import Recorder
 

@@ -10,6 +10,8 @@ from engine.exceptions import DataError
 from engine.exceptions import LookinsideError
 from engine.exceptions import PluginError
 from engine.exceptions import PluginValidationError
+from engine.hookspecs import Register
+from engine.hookspecs import RegisterDataset
 from engine.hookspecs import hookimpl
 from engine.learner import Learner
 from engine.manager import load_catalog
@@ -29,6 +31,8 @@ __all__ = [
     "Option",
     "PluginError",
     "PluginValidationError",
+    "Register",
+    "RegisterDataset",
     "TensorLoader",
     "__version__",
     "hookimpl",

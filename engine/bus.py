@@ -3,7 +3,14 @@
 A plugin is any object whose methods are named after events
 (``def after_loss(self, learner) -> None``); it subscribes to exactly the events
 it implements. Optional attributes: ``order`` (an int, lower runs first, default
-0) and ``name`` (defaults to the class name in snake_case).
+0; see :mod:`engine.order`) and ``name`` (defaults to the class name in snake_case).
+
+A plugin may also wrap the model's forward and the loss in a context of its own
+(``torch.autocast`` for mixed precision, a profiler's range...):
+``def around_forward(self, learner)`` returns a context manager, which the loop
+enters around ``model(xb)`` and again around ``loss_func(pred, yb)``, in every
+batch, and always leaves, whatever is raised. The plugins' contexts nest in run
+order (the lowest ``order`` outermost); the events themselves run outside them.
 
 Each learner has one :class:`PluginBus`, and the bus is the only registry of its
 plugins' receivers: per event, the tuple of receivers in run order, rebuilt when a
@@ -19,19 +26,25 @@ still run: the loop sends the signal, before the plugins, when it has receivers.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
+from typing import TypeVar
+from typing import cast
 
 from engine import events as _events
+from engine._checks import did_you_mean
 from engine.exceptions import PluginValidationError
+from engine.manager import trace_log
 
 _EVENT_LIKE = re.compile(r"^(begin|after|before)_\w+$")
+
+P = TypeVar("P")
 
 Receiver = Callable[[Any], None]
 """A plugin's bound method for one event, called with the learner."""
@@ -60,12 +73,11 @@ def event_methods(plugin: object, name: str) -> dict[str, Callable[..., Any]]:
         if not callable(method):
             continue
         if attr not in _events.EVENTS:
-            match = difflib.get_close_matches(attr, _events.EVENTS, n=1, cutoff=0.6)
-            hint = f"did you mean {match[0]!r}? " if match else ""
             raise PluginValidationError(
                 f"plugin {name!r}: method {attr!r} looks like an event but no event has "
-                f"that name; {hint}Events: {', '.join(_events.EVENTS)}. Rename a helper "
-                "method so it does not start with begin_/after_/before_ (e.g. prefix '_')."
+                f"that name{did_you_mean(attr, _events.EVENTS)}; events: "
+                f"{', '.join(_events.EVENTS)}. Rename a helper method so it does not start "
+                "with begin_/after_/before_ (e.g. prefix '_')."
             )
         _check_signature(name, attr, method)
         found[attr] = method
@@ -89,6 +101,27 @@ def _check_signature(name: str, event: str, method: Callable[..., Any]) -> None:
         ) from None
 
 
+AroundForward = Callable[[Any], AbstractContextManager[Any]]
+"""A plugin's ``around_forward``: called with the learner, returns the context to enter."""
+
+
+def around_forward(plugin: object, name: str) -> AroundForward | None:
+    """The plugin's ``around_forward`` method, checked, or ``None`` if it has none.
+
+    :raises PluginValidationError: it is not a method taking the learner alone.
+    """
+    method = getattr(plugin, "around_forward", None)
+    if method is None:
+        return None
+    if not callable(method):
+        raise PluginValidationError(
+            f"plugin {name!r}: 'around_forward' should be a method returning a context "
+            f"manager, got {method!r}"
+        )
+    _check_signature(name, "around_forward", method)
+    return cast(AroundForward, method)
+
+
 @dataclass
 class _Attached:
     name: str
@@ -96,6 +129,7 @@ class _Attached:
     order: int
     index: int
     receivers: dict[str, Receiver]
+    around: AroundForward | None
 
 
 class PluginBus(Mapping[str, object]):
@@ -111,6 +145,9 @@ class PluginBus(Mapping[str, object]):
         self.dispatch: dict[str, tuple[Receiver, ...]] = dict.fromkeys(_events.EVENTS, ())
         """Per event, the attached plugins' receivers in run order (rebuilt on every
         add and remove; read-only for everyone else)."""
+        self.around: tuple[AroundForward, ...] = ()
+        """The plugins' ``around_forward`` methods, in run order."""
+        self._trace = False
 
     def __getitem__(self, name: str) -> object:
         try:
@@ -143,8 +180,9 @@ class PluginBus(Mapping[str, object]):
                 f"plugin {name!r}: 'order' must be an int (lower runs first), got {order!r}"
             )
         receivers = event_methods(plugin, name)
+        around = around_forward(plugin, name)
         self._counter += 1
-        self._attached[name] = _Attached(name, plugin, order, self._counter, receivers)
+        self._attached[name] = _Attached(name, plugin, order, self._counter, receivers, around)
         self._rebuild()
         return plugin
 
@@ -161,25 +199,67 @@ class PluginBus(Mapping[str, object]):
         self._attached.clear()
         self._rebuild()
 
-    def owner(self, receiver: Receiver) -> tuple[str, str] | None:
-        """``(plugin name, event)`` of one of this bus's receivers, else ``None``."""
+    def owner(self, receiver: Receiver | AroundForward) -> tuple[str, str] | None:
+        """``(plugin name, event)`` of one of this bus's receivers (or ``around_forward``
+        methods), else ``None``."""
         for entry in self._attached.values():
+            if entry.around is receiver:
+                return entry.name, "around_forward"
             for event, method in entry.receivers.items():
-                if method is receiver:
+                if method is getattr(receiver, "__wrapped__", receiver):
                     return entry.name, event
         return None
+
+    def of(self, kind: type[P]) -> P:
+        """The attached plugin that is a ``kind``, typed as one (for editors and mypy).
+
+        ``learner.plugins.of(Recorder).plot_loss()`` where ``learner.plugins["recorder"]``
+        is only an ``object`` to a type checker.
+
+        :raises LookupError: no attached plugin, or more than one, is a ``kind``.
+        """
+        found = [a for a in self._attached.values() if isinstance(a.plugin, kind)]
+        if len(found) != 1:
+            which = ", ".join(a.name for a in found) or "none"
+            raise LookupError(
+                f"expected one attached plugin of type {kind.__name__}, found {len(found)} "
+                f"({which}); read it by name instead: learner.plugins[NAME]"
+            )
+        return cast(P, found[0].plugin)
 
     def receivers(self, event: str) -> list[str]:
         """Names of the plugins that receive ``event``, in the order they run."""
         return [name for name in self._ordered() if event in self._attached[name].receivers]
 
+    def trace(self, on: bool) -> None:
+        """Log every receiver call to ``lookinside.trace`` (``LOOKINSIDE_TRACE=1``), or stop."""
+        if on != self._trace:
+            self._trace = on
+            self._rebuild()
+
     def _rebuild(self) -> None:
         ranked = [self._attached[name] for name in self._ordered()]
         self.dispatch = {
-            event: tuple(a.receivers[event] for a in ranked if event in a.receivers)
+            event: tuple(
+                _traced(a.name, event, a.receivers[event]) if self._trace else a.receivers[event]
+                for a in ranked
+                if event in a.receivers
+            )
             for event in _events.EVENTS
         }
+        self.around = tuple(a.around for a in ranked if a.around is not None)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{a}" for a in self._ordered()) or "none"
         return f"<PluginBus: {shown}>"
+
+
+def _traced(name: str, event: str, receiver: Receiver) -> Receiver:
+    """``receiver``, logging each call as ``  NAME.EVENT``."""
+
+    def traced(learner: Any) -> None:
+        trace_log.debug("  %s.%s", name, event)
+        receiver(learner)
+
+    traced.__wrapped__ = receiver  # type: ignore[attr-defined]
+    return traced

@@ -130,18 +130,16 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_bs: int = 16) ->
 def data_from_args(
     args: argparse.Namespace, catalog: Catalog | None = None, bs: int | None = None
 ) -> DataBunch:
-    """The dataset the data arguments name, third-party datasets included.
+    """The dataset the data arguments name, looked up in the catalogue (built-ins included).
 
     :param catalog: where plugin modules registered datasets; loaded when ``None``.
     :param bs: a batch size instead of ``args.bs``.
     """
     from engine.datasets import load_data
-    from engine.manager import load_catalog
 
-    catalog = catalog if catalog is not None else load_catalog()
     return load_data(
         args.data,
-        {name: spec.loader for name, spec in catalog.datasets.items()},
+        catalog,
         bs=args.bs if bs is None else bs,
         seed=args.seed,
         data_dir=args.data_dir,
@@ -295,7 +293,7 @@ def _fit(args: argparse.Namespace) -> int:
         return launch(args.nproc, ["-m", "engine.cli", *_without_nproc(args.argv)])
 
     from engine.exceptions import LookinsideError
-    from engine.models import cnn
+    from engine.nn import cnn
 
     out = Path(args.out)
     try:

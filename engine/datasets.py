@@ -6,14 +6,15 @@ are normalized the lesson's way: ``(x - mean) / std`` with the *training* set's
 scalar mean and standard deviation, applied to both splits. The training loader
 is shuffled with ``seed``; the validation loader runs in order at ``2 * bs``.
 
-:func:`load_data` looks a name up among :data:`BUILTIN_DATASETS` and the
-datasets registered by plugins, and passes each loader only the keyword
-arguments its signature accepts.
+The built-ins are declared through the ``lookinside_datasets`` hook, like a
+third party's datasets: this module is the ``datasets`` entry point of the
+``lookinside`` distribution, and their names are reserved (see
+:mod:`engine.manager`). :func:`load_data` looks a name up in the plugin catalogue
+and passes the loader only the keyword arguments its signature accepts.
 """
 
 from __future__ import annotations
 
-import difflib
 import gzip
 import inspect
 import math
@@ -28,6 +29,10 @@ import torch
 
 from engine.data import DataBunch
 from engine.exceptions import DataError
+from engine.hookspecs import RegisterDataset
+from engine.hookspecs import hookimpl
+from engine.manager import Catalog
+from engine.manager import load_catalog
 
 N_CLASSES = 10
 MNIST_FILES = (
@@ -321,22 +326,16 @@ def mnist_pkl(data_path: str | Path = "mnist.pkl.gz", bs: int = 64, seed: int = 
     return _bunch(train, valid, (side, side), "mnist_pkl", bs, seed)
 
 
-BUILTIN_DATASETS: dict[str, Callable[..., DataBunch]] = {
-    "digits": digits,
-    "mnist": mnist,
-    "fashion_mnist": fashion_mnist,
-    "mnist_pkl": mnist_pkl,
-}
+@hookimpl
+def lookinside_datasets(register: RegisterDataset) -> None:
+    """Declare the built-in datasets, through the door every plugin module uses.
 
-
-def _all_datasets(
-    extra: Mapping[str, Callable[..., DataBunch]] | None,
-) -> dict[str, Callable[..., DataBunch]]:
-    """The built-ins, then the ``extra`` names they do not shadow."""
-    found = dict(BUILTIN_DATASETS)
-    for name, loader in (extra or {}).items():
-        found.setdefault(name, loader)
-    return found
+    :param register: the catalogue's ``register(name, loader)``.
+    """
+    register("digits", digits)
+    register("mnist", mnist)
+    register("fashion_mnist", fashion_mnist)
+    register("mnist_pkl", mnist_pkl)
 
 
 def _accepted_kwargs(loader: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -353,40 +352,32 @@ def _accepted_kwargs(loader: Callable[..., Any], kwargs: Mapping[str, Any]) -> d
     return {k: v for k, v in given.items() if k in names}
 
 
-def load_data(
-    name: str, extra: Mapping[str, Callable[..., DataBunch]] | None = None, **kwargs: Any
-) -> DataBunch:
+def load_data(name: str, catalog: Catalog | None = None, **kwargs: Any) -> DataBunch:
     """Load the dataset called ``name``.
 
-    The name is looked up among :data:`BUILTIN_DATASETS`, then in ``extra`` (the
-    datasets plugins registered). The loader receives only the keyword arguments
+    The name is looked up in ``catalog.datasets``: the built-ins and the datasets
+    plugin modules registered. The loader receives only the keyword arguments
     its signature accepts, and none whose value is ``None`` (meaning "use the
     loader's default"), so one set of options (``bs``, ``seed``, ``data_dir``,
     ``data_path``, ``download``) serves every dataset.
 
     :param name: the dataset's name, e.g. ``"digits"``.
-    :param extra: more datasets by name; built-in names take precedence.
+    :param catalog: the plugin catalogue; loaded (:func:`~engine.manager.load_catalog`)
+        when ``None``.
     :param kwargs: options for the loader.
+    :raises DataError: no dataset has that name (the closest one is suggested), or
+        two distributions register it.
     """
-    found = _all_datasets(extra)
-    if not isinstance(name, str) or name not in found:
-        close = difflib.get_close_matches(str(name), list(found), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(
-            f"unknown dataset {name!r}{hint}; available datasets: {', '.join(sorted(found))}"
-        )
-    loader = found[name]
-    return loader(**_accepted_kwargs(loader, kwargs))
+    catalog = catalog if catalog is not None else load_catalog()
+    loader = catalog.dataset(name).loader
+    result: DataBunch = loader(**_accepted_kwargs(loader, kwargs))
+    return result
 
 
-def available_datasets(
-    extra: Mapping[str, Callable[..., DataBunch]] | None = None,
-) -> dict[str, str]:
-    """Every dataset :func:`load_data` can load, with the first line of its docstring.
+def available_datasets(catalog: Catalog | None = None) -> dict[str, str]:
+    """Every dataset :func:`load_data` can load, by name, with the first line of its docstring.
 
-    :param extra: more datasets by name, as given to :func:`load_data`.
+    :param catalog: the plugin catalogue; loaded when ``None``.
     """
-    return {
-        name: (inspect.getdoc(loader) or "").partition("\n")[0]
-        for name, loader in _all_datasets(extra).items()
-    }
+    catalog = catalog if catalog is not None else load_catalog()
+    return {name: spec.doc for name, spec in sorted(catalog.datasets.items())}

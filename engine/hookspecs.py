@@ -25,11 +25,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from engine.data import DataBunch
+    from engine.options import Option
 
 PROJECT = "lookinside"
 """The pluggy project name; hooks are prefixed ``lookinside_``."""
@@ -44,8 +48,30 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 """Marks a plugin module's function as the implementation of a hook."""
 
 
+class Register(Protocol):
+    """The ``register`` a :func:`lookinside_register` implementation is called with."""
+
+    def __call__(
+        self,
+        factory: Callable[..., object],
+        *,
+        name: str | None = None,
+        default: bool = False,
+        options: list[Option] | None = None,
+        doc: str | None = None,
+    ) -> None: ...
+
+
+class RegisterDataset(Protocol):
+    """The ``register`` a :func:`lookinside_datasets` implementation is called with."""
+
+    def __call__(
+        self, name: str, loader: Callable[..., DataBunch], doc: str | None = None
+    ) -> None: ...
+
+
 @hookspec
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Declare the training plugins this module provides.
 
     Called once for each loaded plugin module, right after it is loaded, with a
@@ -70,7 +96,7 @@ def lookinside_register(register: Callable[..., Any]) -> None:
 
 
 @hookspec
-def lookinside_datasets(register: Callable[..., Any]) -> None:
+def lookinside_datasets(register: RegisterDataset) -> None:
     """Declare datasets for ``lookinside fit --data NAME``.
 
     Called once for each loaded plugin module. Call
@@ -78,6 +104,11 @@ def lookinside_datasets(register: Callable[..., Any]) -> None:
     :class:`engine.data.DataBunch`; the keyword arguments it receives are
     ``bs``, ``seed``, ``data_dir``, ``data_path`` and ``download``, and it may
     accept any subset of them.
+
+    The built-in datasets are registered here too (:mod:`engine.datasets`), and
+    their names are reserved: a plugin registering one is reported and left out.
+    Two plugins registering one name are reported naming both, and neither is
+    loaded.
 
     :param register: the registration function.
     """

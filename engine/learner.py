@@ -14,7 +14,10 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from contextlib import ExitStack
 from contextlib import contextmanager
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +30,7 @@ from torch import nn
 
 from engine import events as ev
 from engine import learner_state
+from engine.bus import AroundForward
 from engine.bus import PluginBus
 from engine.bus import Receiver
 from engine.bus import plugin_name
@@ -50,6 +54,9 @@ if TYPE_CHECKING:
     from engine.distributed import Distributed
 
 OptFunc = Callable[..., torch.optim.Optimizer]
+
+_NOTHING = nullcontext()
+"""Entered around the forward and the loss when no plugin wraps them (reusable)."""
 
 
 class Learner:
@@ -253,6 +260,7 @@ class Learner:
         self.n_epochs = 0.0
         self.n_iter = 0
         self._trace = tracing()
+        self.plugins.trace(self._trace)
         self._fitting = True
         self._stepping = False
         self.error = None
@@ -269,7 +277,7 @@ class Learner:
             self._fitting = False
             self.model.train()
             self.coordinator = Coordinator()  # no sync point in after_fit
-            self._emit("after_fit")
+            self._emit_to_all("after_fit")
 
     def _with_events(
         self,
@@ -286,7 +294,7 @@ class Learner:
             body()
         except cancel as exc:
             self.coordinator.cancelled(exc, after_backward=self._stepping)
-            self._emit(cancelled)
+            self._emit_to_all(cancelled)
         if after is not None:
             self._emit(after)
 
@@ -332,9 +340,11 @@ class Learner:
             self.coordinator.before_forward()
         # validation needs no gradient sync: the plain model (ddp syncs its buffers)
         model = self.model_wrapper if self.in_train and self.model_wrapper else self.model
-        self.pred = model(self.xb)
+        with self._around_forward():
+            self.pred = model(self.xb)
         self._emit("after_pred")
-        self.loss = self.loss_func(self.pred, self.yb)
+        with self._around_forward():
+            self.loss = self.loss_func(self.pred, self.yb)
         self._emit("after_loss")
         if not self.in_train:
             return
@@ -345,6 +355,25 @@ class Learner:
         self.opt.step()  # type: ignore[union-attr]
         self._emit("after_step")
         self.opt.zero_grad()  # type: ignore[union-attr]
+
+    def _around_forward(self) -> AbstractContextManager[Any]:
+        """The contexts plugins wrap the forward and the loss in (``around_forward``)."""
+        if not self.plugins.around:
+            return _NOTHING
+        return self._entered(self.plugins.around)
+
+    @contextmanager
+    def _entered(self, around: tuple[AroundForward, ...]) -> Iterator[None]:
+        with ExitStack() as stack:
+            for wrap in around:
+                try:
+                    stack.enter_context(wrap(self))
+                except CancelException:
+                    raise
+                except BaseException as exc:
+                    _add_note(exc, self.plugins.owner(wrap), "around_forward")
+                    raise
+            yield
 
     def _end_batch(self) -> None:
         """Count a training batch (also a cancelled one), then ``after_batch``."""
@@ -358,8 +387,7 @@ class Learner:
     def _emit(self, event: str) -> None:
         """Send ``event``: receivers connected to the signal by hand, then the plugins."""
         if self._trace:
-            self._emit_traced(event)
-            return
+            trace_log.debug("send %s", event)
         signal = ev.events[event]
         if signal.receivers:
             _send(signal, self)
@@ -373,22 +401,35 @@ class Learner:
             _add_note(exc, self.plugins.owner(receiver) if receiver else None, event)
             raise
 
-    def _emit_traced(self, event: str) -> None:
-        """:meth:`_emit`, logging the event and each plugin's receiver (``LOOKINSIDE_TRACE``)."""
-        trace_log.debug("send %s", event)
+    def _emit_to_all(self, event: str) -> None:
+        """Send ``event`` to every receiver even when one raises (or Ctrl-C lands),
+        so each plugin gets to release what it holds; then raise the first exception,
+        with a note for each later one.
+
+        For ``after_fit`` and the ``after_cancel_*`` events, where what one plugin
+        does wrong must not cost another its clean-up.
+        """
+        if self._trace:
+            trace_log.debug("send %s", event)
         signal = ev.events[event]
+        receivers: list[Callable[[Any], None]] = list(self.plugins.dispatch[event])
         if signal.receivers:
-            _send(signal, self)
-        for receiver in self.plugins.dispatch[event]:
-            owner = self.plugins.owner(receiver)
-            trace_log.debug("  %s.%s", *(owner or (repr(receiver), event)))
+            receivers.insert(0, partial(_send, signal))
+        first: BaseException | None = None
+        for receiver in receivers:
             try:
                 receiver(self)
-            except CancelException:
-                raise
-            except BaseException as exc:
-                _add_note(exc, owner, event)
-                raise
+            except BaseException as exc:  # noqa: BLE001 (re-raised below, after the others ran)
+                owner = self.plugins.owner(receiver)
+                if not isinstance(exc, CancelException):
+                    _add_note(exc, owner, event)
+                if first is None:
+                    first = exc
+                elif hasattr(first, "add_note"):
+                    where = f"plugin {owner[0]!r}" if owner else "a receiver"
+                    first.add_note(f"then {where} raised {type(exc).__name__}: {exc}")
+        if first is not None:
+            raise first
 
     def __repr__(self) -> str:
         names = ", ".join(self.plugins) or "none"

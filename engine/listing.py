@@ -83,6 +83,11 @@ def describe_plugins(
                 f"'{origin.entry_point}']"
             )
             lines.append(f"    {broken.error}")
+    if catalog.broken_datasets:
+        lines.append("")
+        lines.append("Dataset names registered twice (--data NAME):")
+        for dataset in catalog.broken_datasets.values():
+            lines.append(f"  {dataset.name}  {dataset.error}")
     return "\n".join(lines)
 
 

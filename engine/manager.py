@@ -4,7 +4,12 @@ Built-in plugins and third-party ones come through the same door, the
 ``lookinside.plugins`` entry-point group. :func:`make_plugin_manager` builds a
 pluggy manager (never at import time) and :func:`load_catalog` turns what it
 loaded into a :class:`Catalog`: every plugin's name, factory, options and origin,
-and every module that failed to load, with its error.
+every dataset, and every module that failed to load, with its error.
+
+The built-in datasets come through the door too (the ``datasets`` entry point,
+:mod:`engine.datasets`), and their names are reserved: a third-party dataset
+that takes one is reported in :attr:`Catalog.broken_datasets`, naming both
+distributions, and the built-in one stays.
 
 Environment variables:
 
@@ -21,7 +26,6 @@ Environment variables:
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata
 import inspect
 import logging
@@ -36,7 +40,9 @@ from typing import Any
 import pluggy
 
 from engine import hookspecs
+from engine._checks import did_you_mean
 from engine.events import EVENTS
+from engine.exceptions import DataError
 from engine.exceptions import PluginError
 from engine.options import Option
 from engine.options import options_from_factory
@@ -126,7 +132,7 @@ class PluginSpec:
             if option.name == name:
                 return option
         known = ", ".join(o.name for o in self.options) or "none"
-        hint = _closest(name, [o.name for o in self.options])
+        hint = did_you_mean(name, [o.name for o in self.options])
         raise PluginError(
             f"plugin {self.name!r} has no option {name!r}{hint}; its options: {known}"
         )
@@ -159,6 +165,19 @@ class DatasetSpec:
 
 
 @dataclass
+class BrokenDataset:
+    """A dataset name two distributions register; a built-in one keeps its name."""
+
+    name: str
+    origin: Origin
+    """The registration left out: the later one, or the third party's against a built-in."""
+    error: str
+
+    def as_error(self) -> DataError:
+        return DataError(f"dataset {self.name!r} cannot be loaded: {self.error}")
+
+
+@dataclass
 class Catalog:
     """Every plugin the manager loaded, by name, and those that broke."""
 
@@ -166,6 +185,8 @@ class Catalog:
     plugins: dict[str, PluginSpec] = field(default_factory=dict)
     broken: dict[str, BrokenPlugin] = field(default_factory=dict)
     datasets: dict[str, DatasetSpec] = field(default_factory=dict)
+    broken_datasets: dict[str, BrokenDataset] = field(default_factory=dict)
+    """Dataset names registered twice; a built-in name is still in :attr:`datasets`."""
     unloaded: dict[str, importlib.metadata.EntryPoint] = field(default_factory=dict)
     """Third-party entry points not imported because autoload is off."""
     blocked: dict[str, importlib.metadata.EntryPoint] = field(default_factory=dict)
@@ -186,10 +207,25 @@ class Catalog:
                 f"({os.environ.get('LOOKINSIDE_PLUGINS', '')!r}); add it there to use it"
             )
         available = sorted(self.plugins) + sorted(self.unloaded)
-        hint = _closest(name, available)
+        hint = did_you_mean(name, available)
         raise PluginError(
             f"unknown plugin {name!r}{hint}; available: {', '.join(available) or 'none'} "
             "(`lookinside plugins` lists them)"
+        )
+
+    def dataset(self, name: str) -> DatasetSpec:
+        """The dataset called ``name``; an error lists the datasets there are.
+
+        :raises DataError: no dataset has that name, or two distributions claim it.
+        """
+        if isinstance(name, str) and name in self.datasets:
+            return self.datasets[name]
+        if isinstance(name, str) and name in self.broken_datasets:
+            raise self.broken_datasets[name].as_error()
+        available = ", ".join(sorted(self.datasets)) or "none"
+        raise DataError(
+            f"unknown dataset {name!r}{did_you_mean(name, self.datasets)}; "
+            f"available datasets: {available}"
         )
 
     @property
@@ -202,11 +238,6 @@ class Catalog:
         plugin_name = name or module.__name__.rpartition(".")[2]
         origin = Origin(f"{plugin_name} = {module.__name__}", "(local)", "")
         _register_module(self, module, plugin_name, origin)
-
-
-def _closest(name: str, candidates: Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def make_plugin_manager() -> pluggy.PluginManager:
@@ -272,7 +303,8 @@ def _load_entry_point(catalog: Catalog, ep: importlib.metadata.EntryPoint) -> No
         other = (catalog.plugins.get(ep.name) or catalog.broken[ep.name]).origin
         if (other.distribution, other.entry_point) == (dist_name, origin.entry_point):
             return  # the same entry point seen twice (e.g. a dist on sys.path twice)
-        catalog.broken[ep.name] = BrokenPlugin(ep.name, origin, _clash(ep.name, other, origin))
+        error = _clash("plugin", ep.name, other, origin)
+        catalog.broken[ep.name] = BrokenPlugin(ep.name, origin, error)
         catalog.plugins.pop(ep.name, None)
         return
     try:
@@ -283,12 +315,43 @@ def _load_entry_point(catalog: Catalog, ep: importlib.metadata.EntryPoint) -> No
     _register_module(catalog, module, ep.name, origin)
 
 
-def _clash(name: str, first: Origin, second: Origin) -> str:
+def _clash(
+    kind: str, name: str, first: Origin, second: Origin, fix: str = "uninstall one of them"
+) -> str:
     return (
-        f"two distributions register the plugin name {name!r}: {first.distribution} "
-        f"({first.entry_point}) and {second.distribution} ({second.entry_point}); "
-        "uninstall one of them"
+        f"two distributions register the {kind} name {name!r}: {first.distribution} "
+        f"({first.entry_point}) and {second.distribution} ({second.entry_point}); {fix}"
     )
+
+
+def _add_dataset(catalog: Catalog, spec: DatasetSpec) -> None:
+    """Catalogue ``spec``; when its name is taken, record the clash naming both origins.
+
+    A built-in dataset keeps its name whichever distribution loads first; between
+    two third parties neither wins.
+    """
+    name = spec.name
+    taken = catalog.datasets.get(name)
+    clashed = catalog.broken_datasets.get(name)
+    if taken is not None:
+        first = taken.origin
+    elif clashed is not None:
+        first = clashed.origin
+    else:
+        catalog.datasets[name] = spec
+        return
+    builtin = [d for d in (taken, spec) if d and d.origin.distribution == BUILTIN_DISTRIBUTION]
+    if builtin:
+        kept = builtin[0]
+        left_out = first if kept is spec else spec.origin
+        catalog.datasets[name] = kept
+        fix = "the built-in one is kept, the other left out (built-in names are reserved)"
+        error = _clash("dataset", name, kept.origin, left_out, fix)
+        catalog.broken_datasets[name] = BrokenDataset(name, left_out, error)
+        return
+    catalog.datasets.pop(name, None)
+    error = _clash("dataset", name, first, spec.origin)
+    catalog.broken_datasets[name] = BrokenDataset(name, spec.origin, error)
 
 
 def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -> None:
@@ -335,9 +398,18 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
             )
         )
 
+    datasets: list[DatasetSpec] = []
+
     def register_dataset(name: str, loader: Callable[..., Any], doc: str | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"register() expects a dataset name (a str), got {name!r}")
+        if not callable(loader):
+            raise PluginError(
+                f"dataset {name!r}: register() expects a loader returning a DataBunch, "
+                f"got {loader!r}"
+            )
         summary = doc or (inspect.getdoc(loader) or "").partition("\n")[0]
-        catalog.datasets[name] = DatasetSpec(name, loader, summary, origin)
+        datasets.append(DatasetSpec(name, loader, summary, origin))
 
     try:
         pm.subset_hook_caller("lookinside_register", remove_plugins=others)(register=register)
@@ -352,7 +424,9 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
         if spec.name in catalog.plugins:
             other = catalog.plugins.pop(spec.name).origin
             catalog.broken[spec.name] = BrokenPlugin(
-                spec.name, origin, _clash(spec.name, other, origin)
+                spec.name, origin, _clash("plugin", spec.name, other, origin)
             )
         else:
             catalog.plugins[spec.name] = spec
+    for dataset in datasets:
+        _add_dataset(catalog, dataset)

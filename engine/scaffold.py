@@ -64,10 +64,11 @@ _MODULE = '''\
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
+from engine import Register
 from engine import hookimpl
+from engine import order
 
 
 class {cls}:
@@ -77,11 +78,11 @@ class {cls}:
     """
 
     name = "{name}"
-    order = 25  # before progress (30) prints the epoch's log, so the count shows
+    order = order.PROGRESS - 5  # before progress prints the epoch's log, so the count shows
 
     def __init__(self, every: int = 1) -> None:
         if every < 1:
-            raise ValueError(f"plugin '{name}': every should be at least 1, got {{every}}")
+            raise ValueError(f"every should be at least 1, got {{every}}")
         self.every = every
         self.batches = 0
 
@@ -98,7 +99,7 @@ class {cls}:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     register({cls})
 '''
 

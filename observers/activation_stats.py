@@ -29,7 +29,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 import sys
-from collections.abc import Callable
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +43,7 @@ from engine._checks import non_negative_int
 from engine._checks import number
 from engine._checks import positive_int
 from engine._checks import strings
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 from observers.activation_data import ActivationBuffer
 from observers.activation_data import ActivationData
@@ -361,7 +361,7 @@ def _range(low: float | None, high: float | None) -> tuple[float, float] | None:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`ActivationStats` (off by default: ``-p activation_stats``).
 
     :param register: the registration function bound to this module.

@@ -8,13 +8,12 @@ interrupted (Ctrl-C, an error), the epochs already finished are on disk.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 from typing import TYPE_CHECKING
-from typing import Any
 
 from engine import order
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -117,7 +116,7 @@ class CSVLogger:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`CSVLogger`, enabled by default.
 
     :param register: the registration function bound to this module.

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from engine import order
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -352,7 +353,7 @@ def _resolve(item: str | MetricFunc) -> tuple[str, MetricFunc]:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`Metrics`, enabled by default.
 
     :param register: the registration function bound to this module.

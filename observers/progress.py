@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from typing import Any
 
 from engine import order
 from engine._checks import boolean
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def _is_terminal(stream: Any) -> bool:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`Progress`, enabled by default.
 
     :param register: the registration function bound to this module.

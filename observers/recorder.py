@@ -25,6 +25,7 @@ from engine._checks import did_you_mean
 from engine._checks import is_int
 from engine._checks import is_number
 from engine._checks import non_negative_int
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ def _fields_of(key: str, value: Any) -> list[_Field]:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`Recorder`, enabled by default.
 
     :param register: the registration function bound to this module.

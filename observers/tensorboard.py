@@ -24,7 +24,6 @@ in one go, so logging adds no host synchronisation per batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -36,6 +35,7 @@ from engine import order
 from engine._checks import is_number
 from engine._checks import positive_int
 from engine.exceptions import PluginError
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 from observers.activation_data import ActivationData
 from observers.activation_stats import ActivationStats
@@ -202,7 +202,7 @@ def log_histograms(writer: Any, data: ActivationData, epoch: int) -> int:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`TensorBoard` (off by default: ``-p tensorboard``).
 
     :param register: the registration function bound to this module.

@@ -9,6 +9,7 @@ import torch
 
 from engine import order
 from engine._checks import is_int
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 
@@ -70,5 +71,5 @@ class BatchTransform:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     register(BatchTransform, default=True)

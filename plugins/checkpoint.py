@@ -31,7 +31,6 @@ resuming for the rest give the same weights, bit for bit on the CPU.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -40,6 +39,7 @@ from typing import Literal
 from engine import order
 from engine.distributed import say
 from engine.exceptions import PluginError
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 from engine.learner_state import StateError
 from engine.learner_state import load_state_dict
@@ -344,7 +344,7 @@ class Checkpoint:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`Checkpoint` (off unless asked for).
 
     :param register: the registration function bound to this module.

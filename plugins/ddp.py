@@ -36,6 +36,7 @@ from engine.distributed import DistributedCoordinator
 from engine.distributed import env_rank
 from engine.distributed import env_world_size
 from engine.exceptions import PluginError
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -279,7 +280,7 @@ def _size(dl: Any) -> int | None:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`DDP`, on by default (idle unless torchrun started several processes).
 
     :param register: the registration function bound to this module.

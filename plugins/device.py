@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from engine import order
 from engine.data import TensorLoader
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 
@@ -111,5 +111,5 @@ class Device:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     register(Device, default=True)

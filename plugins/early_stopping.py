@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
@@ -26,6 +25,7 @@ from engine._checks import number
 from engine._checks import one_of
 from engine.distributed import say
 from engine.exceptions import CancelTrainException
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 from plugins._monitor import infer_mode
 
@@ -274,7 +274,7 @@ class EarlyStopping:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`EarlyStopping` (off unless asked for).
 
     :param register: the registration function bound to this module.

@@ -9,13 +9,12 @@ one batch of size N·b would (up to float rounding).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
-from typing import Any
 
 from engine import order
 from engine._checks import positive_int
 from engine.exceptions import CancelBatchException
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -121,7 +120,7 @@ class GradAccumulation:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`GradAccumulation` (off unless asked for).
 
     :param register: the registration function bound to this module.

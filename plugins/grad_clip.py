@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
-from typing import Any
 
 import torch
 
 from engine import order
 from engine._checks import number
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -79,7 +78,7 @@ class GradClip:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`GradClip` (off unless asked for).
 
     :param register: the registration function bound to this module.

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-from collections.abc import Callable
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,6 +49,7 @@ from engine import order
 from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelTrainException
 from engine.exceptions import LookinsideError
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 from engine.learner_state import FIT_ATTRIBUTES
 from engine.learner_state import load_state_dict
@@ -313,7 +313,7 @@ def _run(args: argparse.Namespace) -> int:
     from engine.cli import config_from_args
     from engine.cli import data_from_args
     from engine.learner import Learner
-    from engine.models import cnn
+    from engine.nn import cnn
 
     catalog = args.catalog
     data = data_from_args(args, catalog)
@@ -367,7 +367,7 @@ def lookinside_commands(commands: Any) -> None:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`LRFinder` (off unless asked for).
 
     :param register: the registration function bound to this module.

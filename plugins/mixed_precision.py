@@ -7,12 +7,13 @@ the gradients are unscaled before the step, and a step whose gradients hold an
 inf or a NaN is skipped (the scale then shrinks).
 
 The loop calls ``loss.backward()`` and ``opt.step()`` itself, so the plugin works
-through events:
+through the loop's door around the forward and through events:
 
-- ``begin_batch``: enter autocast (this plugin's order, 50, comes after ``device``
-  and ``batch_transform``);
-- ``after_loss``: leave autocast, so the backward pass and the other plugins run
-  outside it; in training, with a scaler, put a hook on the loss that scales the
+- ``around_forward``: the loop enters ``torch.autocast`` around the model's forward
+  and around the loss, in training and validation, and always leaves it: the events,
+  the backward pass and the other plugins run outside it;
+- ``begin_batch``: publish the scaler's factor as ``learner.grad_scale``;
+- ``after_loss``: in training, with a scaler, put a hook on the loss that scales the
   gradient flowing out of it. ``learner.loss`` itself is never replaced: every
   observer sees the true, unscaled float32 loss;
 - ``after_backward``: unscale the gradients, then check them; if one is not
@@ -21,15 +22,12 @@ through events:
 - ``after_step``: update the scaler.
 
 Plugins that read gradients in ``after_backward`` (``grad_clip``) should run after
-this one, and ``grad_accumulation`` before it. Autocast is also left when a batch,
-a pass or the fit is cancelled and in ``after_fit``, whatever ended the fit.
+this one, and ``grad_accumulation`` before it (:mod:`engine.order`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import ExitStack
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
@@ -40,6 +38,7 @@ from engine import order
 from engine._checks import boolean
 from engine._checks import one_of
 from engine.exceptions import CancelBatchException
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -103,7 +102,6 @@ class MixedPrecision:
         """The gradient scaler (float16 only), created in ``begin_fit``."""
         self.skipped = 0
         """Steps skipped because of inf/NaN gradients in the current fit."""
-        self._autocast: ExitStack | None = None
         self._unscaled = False
         self._pending_state: dict[str, Any] | None = None
 
@@ -141,8 +139,10 @@ class MixedPrecision:
         self._unscaled = False
         self.skipped = 0
 
+    def around_forward(self, learner: Learner) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=self.amp_dtype)
+
     def begin_batch(self, learner: Learner) -> None:
-        self._leave()
         # observers of gradients (activation_stats) divide by this; a device
         # tensor, so reading it costs no sync
         scaler = self.scaler
@@ -151,12 +151,8 @@ class MixedPrecision:
             learner.grad_scale = scaler.scale(torch.ones((), device=param.device))
         else:
             learner.grad_scale = None
-        stack = ExitStack()
-        stack.enter_context(torch.autocast(self.device_type, dtype=self.amp_dtype))
-        self._autocast = stack
 
     def after_loss(self, learner: Learner) -> None:
-        self._leave()
         scaler = self.scaler
         loss = learner.loss
         if scaler is not None and learner.in_train and loss.requires_grad:
@@ -183,30 +179,13 @@ class MixedPrecision:
         self._update()
 
     def after_cancel_batch(self, learner: Learner) -> None:
-        self._leave()
         self._update()  # a later plugin cancelled the step after we unscaled
 
-    def after_batch(self, learner: Learner) -> None:
-        self._leave()
-
-    def after_cancel_epoch(self, learner: Learner) -> None:
-        self._leave()
-
-    def after_cancel_train(self, learner: Learner) -> None:
-        self._leave()
-
     def after_fit(self, learner: Learner) -> None:
-        self._leave()
         self._update()
         learner.grad_scale = None
 
     # -- helpers -------------------------------------------------------------------
-
-    def _leave(self) -> None:
-        """Leave autocast if this plugin entered it; safe to call at any time."""
-        stack, self._autocast = self._autocast, None
-        if stack is not None:
-            stack.close()
 
     def _update(self) -> None:
         """Update the scaler once per unscale (the scaler refuses a second unscale)."""
@@ -216,7 +195,7 @@ class MixedPrecision:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`MixedPrecision` (off unless asked for).
 
     :param register: the registration function bound to this module.

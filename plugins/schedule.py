@@ -29,6 +29,7 @@ import torch
 
 from engine import order
 from engine._checks import is_number
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 from plugins._schedules import FUNCTIONS
 from plugins._schedules import ScheduleSyntaxError
@@ -277,7 +278,7 @@ def _normalize(key: str, value: Any) -> tuple[SchedFunc, ...]:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`Schedule` (off unless asked for).
 
     :param register: the registration function bound to this module.

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
-from typing import Any
 
 import torch
 
 from engine import order
 from engine._checks import positive_int
 from engine.exceptions import CancelTrainException
+from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ class TerminateOnNan:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     """Register :class:`TerminateOnNan` (off unless asked for).
 
     :param register: the registration function bound to this module.

@@ -68,9 +68,9 @@ def _digits_accuracy_at_bs2(norm: str, seed: int, threads: int) -> float:
     ``threads`` is part of the cache key only: results differ by thread count.
     """
     from engine.datasets import digits
-    from engine.init import init_cnn
-    from engine.models import cnn
-    from engine.models import conv_norm_layer
+    from engine.nn import cnn
+    from engine.nn import conv_norm_layer
+    from engine.nn import init_cnn
 
     data = digits(bs=2)
     x_train = data.train_dl.x.view(-1, 1, 8, 8)[:400]  # type: ignore[attr-defined]
@@ -179,7 +179,7 @@ def automatic_gradient_range(seed: int) -> float:
     """The top of the first layer's automatic gradient range after one epoch of a small CNN."""
     from engine.data import DataBunch
     from engine.learner import Learner
-    from engine.models import cnn
+    from engine.nn import cnn
     from observers.activation_stats import ActivationStats
 
     gen = torch.Generator().manual_seed(seed)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from engine import Register
 from engine import hookimpl
 
 
@@ -105,5 +105,5 @@ class GradNorm:
 
 
 @hookimpl
-def lookinside_register(register: Callable[..., Any]) -> None:
+def lookinside_register(register: Register) -> None:
     register(GradNorm)

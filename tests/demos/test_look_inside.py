@@ -10,7 +10,7 @@ from torch import nn
 
 from demos.look_inside import STEPS
 from demos.look_inside import main
-from engine.layers import GeneralRelu
+from engine.nn import GeneralRelu
 
 
 def test_the_steps_build_the_lessons_models() -> None:

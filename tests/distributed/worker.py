@@ -40,7 +40,7 @@ def make_data(bs: int, seed: int = 0) -> DataBunch:
 
 def cnn_keys() -> list[str]:
     """The state_dict keys of the lesson's CNN (what the README's script saves)."""
-    from engine.models import cnn
+    from engine.nn import cnn
 
     return list(cnn().state_dict())
 

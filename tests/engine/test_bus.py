@@ -8,6 +8,7 @@ import weakref
 from typing import Any
 
 import pytest
+import torch
 
 from engine import Learner
 from engine import PluginValidationError
@@ -318,3 +319,93 @@ def test_receiver_connected_by_hand_for_one_learner_hears_only_it() -> None:
         one.fit(1)
         other.fit(1)
     assert calls == ["one"] * 3
+
+
+class Wrap:
+    """Wraps the forward and the loss in a context that logs entries and exits."""
+
+    def __init__(self, tag: str, log: list[str], order: int = 0) -> None:
+        self.name = tag
+        self.order = order
+        self.log = log
+
+    def around_forward(self, learner: Any) -> Any:
+        import contextlib
+
+        @contextlib.contextmanager
+        def context() -> Any:
+            self.log.append(f"enter {self.name}")
+            try:
+                yield
+            finally:
+                self.log.append(f"exit {self.name}")
+
+        return context()
+
+    def after_pred(self, learner: Any) -> None:
+        self.log.append(f"after_pred {self.name}")
+
+
+def test_around_forward_contexts_nest_in_run_order_around_model_and_loss() -> None:
+    log: list[str] = []
+    learner = make(Wrap("inner", log, order=5), Wrap("outer", log, order=-5))
+    learner.data.valid_dl = None
+    learner.fit(1)
+    one = ["enter outer", "enter inner", "exit inner", "exit outer"]
+    batch = [*one, "after_pred outer", "after_pred inner", *one]  # forward, then loss
+    assert log == batch * 2
+    assert learner.plugins.around == (
+        learner.plugins["outer"].around_forward,  # type: ignore[attr-defined]
+        learner.plugins["inner"].around_forward,  # type: ignore[attr-defined]
+    )
+
+
+def test_around_forward_is_left_when_the_forward_fails() -> None:
+    log: list[str] = []
+
+    class Broken(torch.nn.Linear):
+        def forward(self, x: Any) -> Any:
+            raise KeyboardInterrupt
+
+    learner = Learner(Broken(3, 2), tiny_data(), plugins=[Wrap("w", log)], defaults=False)
+    with pytest.raises(KeyboardInterrupt):
+        learner.fit(1)
+    assert log == ["enter w", "exit w"]
+
+
+def test_around_forward_is_checked_when_attached() -> None:
+    class NoLearner:
+        def around_forward(self) -> Any:
+            return None
+
+    class NotCallable:
+        around_forward = 3
+
+    with pytest.raises(
+        PluginValidationError, match=r"receiver for 'around_forward' takes \(self\)"
+    ):
+        make(NoLearner())
+    with pytest.raises(PluginValidationError, match="'around_forward' should be a method"):
+        make(NotCallable())
+
+
+def test_an_error_entering_a_context_names_the_plugin() -> None:
+    class Fails:
+        def around_forward(self, learner: Any) -> Any:
+            raise ValueError("no context")
+
+    with pytest.raises(ValueError, match="no context") as info:
+        make(Fails()).fit(1)
+    assert info.value.__notes__ == ["while plugin 'fails' handled 'around_forward'"]
+
+
+def test_of_returns_the_plugin_of_a_type_typed() -> None:
+    spy = Spy()
+    learner = make(spy, Tagged("a", []), Tagged("b", []))
+    assert learner.plugins.of(Spy) is spy
+    with pytest.raises(
+        LookupError, match=r"expected one attached plugin of type Tagged, found 2 \(a, b\)"
+    ):
+        learner.plugins.of(Tagged)
+    with pytest.raises(LookupError, match=r"of type Counter, found 0 \(none\)"):
+        learner.plugins.of(Counter)

@@ -7,6 +7,7 @@ import pickle
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.error import URLError
 
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine import hookimpl
 from engine.data import DataBunch
 from engine.data import TensorLoader
-from engine.datasets import BUILTIN_DATASETS
 from engine.datasets import _mnist_split
 from engine.datasets import available_datasets
 from engine.datasets import digits
@@ -25,9 +26,12 @@ from engine.datasets import load_data
 from engine.datasets import mnist
 from engine.datasets import mnist_pkl
 from engine.exceptions import DataError
+from engine.manager import Catalog
+from engine.manager import load_catalog
 
 N_TRAIN, N_TEST, SIDE = 120, 20, 28
 TORCHVISION = [(mnist, "MNIST", "mnist"), (fashion_mnist, "FashionMNIST", "fashion_mnist")]
+BUILTIN_NAMES = ("digits", "fashion_mnist", "mnist", "mnist_pkl")
 
 
 def _loaders(bunch: DataBunch) -> tuple[TensorLoader, TensorLoader]:
@@ -266,7 +270,7 @@ def test_unknown_name_suggests_closest() -> None:
         load_data("digit")
     message = str(info.value)
     assert "did you mean 'digits'" in message
-    for name in BUILTIN_DATASETS:
+    for name in BUILTIN_NAMES:
         assert name in message
     with pytest.raises(DataError, match="unknown dataset 'zzz'; available datasets: digits"):
         load_data("zzz")
@@ -284,7 +288,22 @@ def test_load_data_filters_kwargs(tmp_path: Path) -> None:
         load_data("mnist", data_dir=tmp_path, download=None, bs=8, data_path=path)
 
 
-def test_extra_registry() -> None:
+def _catalog_with(**loaders: Callable[..., DataBunch]) -> Catalog:
+    """The built-ins' catalogue plus a module (added by hand) registering ``loaders``."""
+
+    @hookimpl
+    def lookinside_datasets(register: Callable[..., None]) -> None:
+        for name, loader in loaders.items():
+            register(name, loader)
+
+    module = ModuleType("fake_datasets")
+    module.lookinside_datasets = lookinside_datasets  # type: ignore[attr-defined]
+    catalog = load_catalog(autoload=False)
+    catalog.add_module(module)
+    return catalog
+
+
+def test_plugin_datasets_receive_only_the_options_they_accept() -> None:
     received: list[dict[str, Any]] = []
     tiny = DataBunch.from_tensors(torch.zeros(4, 2), torch.zeros(4, dtype=torch.int64))
 
@@ -297,23 +316,30 @@ def test_extra_registry() -> None:
         received.append(kwargs)
         return tiny
 
-    extra = {"narrow": narrow, "wide": wide, "digits": wide}
+    catalog = _catalog_with(narrow=narrow, wide=wide)
     options = {"bs": 5, "seed": 3, "data_dir": None, "data_path": "p", "download": False}
-    assert load_data("narrow", extra=extra, **options) is tiny
-    assert load_data("wide", extra=extra, **options) is tiny
+    assert load_data("narrow", catalog, **options) is tiny
+    assert load_data("wide", catalog, **options) is tiny
     assert received == [
         {"bs": 5, "data_dir": None},
         {"bs": 5, "seed": 3, "data_path": "p", "download": False},
     ]
-    assert load_data("digits", extra=extra, bs=8).name == "digits"  # built-ins first
     with pytest.raises(DataError, match="did you mean 'narrow'.*narrow, wide"):
-        load_data("narow", extra=extra)
+        load_data("narow", catalog)
+
+
+def test_a_plugin_cannot_take_a_builtin_name() -> None:
+    """A plugin's ``digits`` is reported, and ``digits`` still loads the built-in."""
+    catalog = _catalog_with(digits=mnist)
+    assert load_data("digits", catalog, bs=8).name == "digits"
+    error = catalog.broken_datasets["digits"].error
+    assert "lookinside (datasets = engine.datasets)" in error and "(local)" in error
 
 
 def test_available_datasets() -> None:
-    listed = available_datasets({"mine": digits, "digits": mnist})
-    assert list(listed)[:4] == ["digits", "mnist", "fashion_mnist", "mnist_pkl"]
+    listed = available_datasets(_catalog_with(mine=digits))
+    assert list(listed) == sorted((*BUILTIN_NAMES, "mine"))
     assert listed["digits"].startswith("scikit-learn's 8x8")
     assert listed["mine"] == listed["digits"]
     assert all(listed.values())
-    assert set(available_datasets()) == set(BUILTIN_DATASETS)
+    assert set(BUILTIN_NAMES) <= set(available_datasets())

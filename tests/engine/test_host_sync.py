@@ -23,7 +23,7 @@ from torch import nn
 
 from engine.data import DataBunch
 from engine.learner import Learner
-from engine.models import cnn
+from engine.nn import cnn
 from tests.helpers import tiny_data
 from tests.helpers import tiny_model
 from tests.host_reads import SyncCounter

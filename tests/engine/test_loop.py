@@ -339,3 +339,51 @@ def test_state_dict_round_trip_continues_bit_for_bit() -> None:
     assert any(
         not torch.equal(a, b) for a, b in zip(whole.model.parameters(), first.model.parameters())
     )
+
+
+class Releases:
+    """Fails (or not) in after_fit, and records that its after_fit ran."""
+
+    def __init__(self, name: str, ran: list[str], exc: BaseException | None = None) -> None:
+        self.name = name
+        self.ran = ran
+        self.exc = exc
+
+    def after_fit(self, learner: Any) -> None:
+        self.ran.append(self.name)
+        if self.exc is not None:
+            raise self.exc
+
+
+def test_every_after_fit_receiver_runs_when_earlier_ones_raise() -> None:
+    """The first exception propagates after all ran; later ones are notes on it."""
+    ran: list[str] = []
+    plugins = [
+        Releases("a", ran, ValueError("first")),
+        Releases("b", ran, KeyboardInterrupt()),
+        Releases("c", ran),
+    ]
+    learner = Learner(tiny_model(), tiny_data(), plugins=plugins, defaults=False)
+    with pytest.raises(ValueError, match="first") as info:
+        learner.fit(1)
+    assert ran == ["a", "b", "c"]
+    assert info.value.__notes__ == [
+        "while plugin 'a' handled 'after_fit'",
+        "then plugin 'b' raised KeyboardInterrupt: ",
+    ]
+    assert learner.model.training  # the loop set train mode before after_fit
+
+
+def test_every_after_cancel_receiver_runs_when_one_raises(spy: Spy) -> None:
+    class Stop:
+        order = -10
+
+        def after_loss(self, learner: Any) -> None:
+            raise CancelTrainException
+
+        def after_cancel_train(self, learner: Any) -> None:
+            raise RuntimeError("in after_cancel_train")
+
+    with pytest.raises(RuntimeError, match="in after_cancel_train"):
+        run(spy, Stop())
+    assert spy.seen[-2:] == ["after_cancel_train", "after_fit"]

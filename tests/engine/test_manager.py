@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from pathlib import Path
 
 import pytest
 
+from engine import DataError
 from engine import Learner
 from engine import PluginError
 from engine.listing import describe_plugins
@@ -227,10 +229,88 @@ def test_a_plugin_module_can_add_datasets(site: Path) -> None:
     assert (
         spec.doc == "Tiny synthetic squares." and spec.origin.distribution == "lookinside-squares"
     )
-    data = load_data(
-        "squares", {name: s.loader for name, s in catalog.datasets.items()}, bs=2, data_dir="x"
-    )
+    data = load_data("squares", catalog, bs=2, data_dir="x")
     assert data.name == "squares" and len(data.train_dl) == 4  # type: ignore[arg-type]
+
+
+BUILTIN_DATASETS = ("digits", "fashion_mnist", "mnist", "mnist_pkl")
+
+
+def test_builtin_datasets_come_through_the_same_door(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-in datasets are registered by the lookinside distribution, autoload or not."""
+    monkeypatch.setenv("LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("LOOKINSIDE_PLUGINS", "")
+    catalog = load_catalog()
+    for name in BUILTIN_DATASETS:
+        origin = catalog.datasets[name].origin
+        assert (origin.distribution, origin.entry_point) == (
+            "lookinside",
+            "datasets = engine.datasets",
+        )
+    assert catalog.datasets["digits"].doc.startswith("scikit-learn's 8x8")
+
+
+def _dataset_module(name: str, loaded_as: str) -> str:
+    """A plugin module registering dataset ``name``, whose bunch is called ``loaded_as``."""
+    return f"""
+import torch
+from engine import hookimpl
+from engine.data import DataBunch
+
+def load(bs: int = 4):
+    x, y = torch.randn(8, 4), torch.zeros(8, dtype=torch.long)
+    return DataBunch.from_tensors(x, y, x, y, bs=bs, name={loaded_as!r})
+
+@hookimpl
+def lookinside_datasets(register):
+    register({name!r}, load)
+"""
+
+
+def test_a_third_party_builtin_dataset_name_is_reported_and_the_builtin_loads(
+    site: Path,
+) -> None:
+    from engine.datasets import load_data
+
+    fake_distribution(
+        site,
+        "lookinside-digits",
+        {"digits": "fake_digits"},
+        {"fake_digits": _dataset_module("digits", "their digits")},
+    )
+    installed = list(importlib.metadata.entry_points(group="lookinside.plugins"))
+    for entry_points in (installed, installed[::-1]):  # whichever loads first
+        catalog = load_catalog(autoload=True, entry_points=entry_points)
+        assert catalog.datasets["digits"].origin.distribution == "lookinside"
+        assert load_data("digits", catalog, bs=8).name == "digits"
+        error = catalog.broken_datasets["digits"].error
+        assert (
+            "lookinside (datasets = engine.datasets)" in error
+            and "lookinside-digits (digits = fake_digits)" in error
+        )
+        assert "digits  two distributions register the dataset name 'digits'" in (
+            describe_plugins(catalog)
+        )
+
+
+def test_two_distributions_with_one_dataset_name_are_both_named(site: Path) -> None:
+    from engine.datasets import load_data
+
+    fake_distribution(
+        site, "dist-one", {"blobs": "fake_blobs"}, {"fake_blobs": _dataset_module("blobs", "1")}
+    )
+    fake_distribution(
+        site, "dist-two", {"blobs2": "fake_blobs2"}, {"fake_blobs2": _dataset_module("blobs", "2")}
+    )
+    catalog = load_catalog(autoload=True)
+    assert "blobs" not in catalog.datasets  # neither wins
+    with pytest.raises(DataError) as info:
+        load_data("blobs", catalog)
+    message = str(info.value)
+    assert message.startswith("dataset 'blobs' cannot be loaded: two distributions register")
+    assert (
+        "dist-one (blobs = fake_blobs)" in message and "dist-two (blobs2 = fake_blobs2)" in message
+    )
 
 
 COMMAND_MODULE = """

@@ -17,7 +17,7 @@ from engine import PluginError
 from engine.cli import main as cli_main
 from engine.data import DataBunch
 from engine.learner import Learner
-from engine.models import cnn
+from engine.nn import cnn
 from observers import activation_plots
 from observers.activation_data import RELU_RANGE
 from observers.activation_data import SIGNED_RANGE

@@ -19,6 +19,7 @@ from tests.helpers import tiny_model
 EVENTS = [
     "begin_fit",
     "begin_batch",
+    "after_pred",
     "after_loss",
     "after_backward",
     "after_step",
@@ -222,7 +223,7 @@ def test_an_error_at_any_of_its_events_leaves_autocast_off(event: str, order: in
         with pytest.raises(RuntimeError, match="boom"):
             learner.fit(2)
     assert not torch.is_autocast_enabled("cpu")
-    assert plugin._autocast is None and not plugin._unscaled
+    assert not plugin._unscaled
     if "cancel" in learner.plugins:
         learner.remove_plugin("cancel")
     learner.fit(1)  # the scaler is usable again: no "unscale_() has already been called"
@@ -289,3 +290,23 @@ def test_cuda_float16_with_a_gradient_scaler() -> None:
     assert set(seen) == {torch.float16}
     assert math.isfinite(learner.log["train_loss"])
     assert not torch.is_autocast_enabled("cuda")
+
+
+def test_events_run_outside_autocast_the_forward_and_loss_inside() -> None:
+    class Watch:
+        order = 1000  # after mixed_precision (the order does not matter any more)
+
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, bool]] = []
+
+        def after_pred(self, learner: Any) -> None:
+            self.seen.append(("after_pred", torch.is_autocast_enabled("cpu")))
+
+        def after_loss(self, learner: Any) -> None:
+            self.seen.append(("after_loss", torch.is_autocast_enabled("cpu")))
+
+    early, late = Watch(), Watch()
+    early.order, early.name, late.name = -1000, "early", "late"  # type: ignore[attr-defined]
+    learner = fit(MixedPrecision(), early, late)
+    assert early.seen == late.seen == [("after_pred", False), ("after_loss", False)] * 3
+    assert [enabled for enabled, _, _ in learner.model.seen] == [True] * 3  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Input checks and small tensor helpers shared by the layers of :mod:`engine.layers`."""
+"""Input checks and small tensor helpers shared by the layers of :mod:`engine.nn.layers`."""
 
 from __future__ import annotations
 

@@ -7,12 +7,12 @@ import math
 import torch
 from torch import nn
 
-from engine._layer_checks import as_dtype_of
-from engine._layer_checks import channel_shape
-from engine._layer_checks import check_channels
-from engine._layer_checks import check_input
-from engine._layer_checks import check_momentum
-from engine._layer_checks import check_number
+from engine.nn._checks import as_dtype_of
+from engine.nn._checks import channel_shape
+from engine.nn._checks import check_channels
+from engine.nn._checks import check_input
+from engine.nn._checks import check_momentum
+from engine.nn._checks import check_number
 
 
 class RunningBatchNorm(nn.Module):

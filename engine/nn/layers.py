@@ -5,8 +5,9 @@ compute their statistics the way the lesson derives them, each one tested agains
 torch's own: :class:`BatchNorm` (statistics over the batch, running averages for
 evaluation), :class:`LayerNorm` (over each sample), :class:`InstanceNorm` (over each
 sample and channel), :func:`group_norm` (torch's ``nn.GroupNorm``) and
-:class:`~engine.running_batchnorm.RunningBatchNorm` (its own module), which normalizes with running statistics in training too
-so that it still works at batch size 2, where batch norm fails.
+:class:`~engine.nn.running_batchnorm.RunningBatchNorm` (its own module), which
+normalizes with running statistics in training too so that it still works at batch
+size 2, where batch norm fails.
 
 All layers take image batches ``(N, C, H, W)``; the batch and running norms accept
 any ``(N, C, *)``. Momentum here follows ``nn.BatchNorm2d``: ``mom`` is the weight
@@ -22,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine._layer_checks import as_dtype_of
-from engine._layer_checks import channel_shape
-from engine._layer_checks import check_channels
-from engine._layer_checks import check_input
-from engine._layer_checks import check_momentum
-from engine._layer_checks import check_number
-from engine.running_batchnorm import RunningBatchNorm
+from engine.nn._checks import as_dtype_of
+from engine.nn._checks import channel_shape
+from engine.nn._checks import check_channels
+from engine.nn._checks import check_input
+from engine.nn._checks import check_momentum
+from engine.nn._checks import check_number
+from engine.nn.running_batchnorm import RunningBatchNorm
 
 __all__ = [
     "BatchNorm",
@@ -45,7 +46,7 @@ class GeneralRelu(nn.Module):
 
     Computes ``leaky_relu(x, leak)`` (a plain ReLU when ``leak`` is None or 0), then
     subtracts ``sub``, then clamps to at most ``maxv``. The lesson uses
-    ``GeneralRelu(leak=0.1, sub=0.4, maxv=6)`` with :func:`engine.init.init_cnn`
+    ``GeneralRelu(leak=0.1, sub=0.4, maxv=6)`` with :func:`engine.nn.init.init_cnn`
     at ``a=0.1``: the leak keeps gradients flowing for negative inputs (no dead
     units), the shift brings the mean of the outputs back near zero.
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from engine.init import init_cnn
-from engine.layers import BatchNorm
-from engine.models import cnn
+from engine.nn import BatchNorm
+from engine.nn import cnn
+from engine.nn import init_cnn
 
 
 def _kaiming_std(fan_in: int, a: float) -> float:

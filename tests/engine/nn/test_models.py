@@ -8,19 +8,19 @@ import pytest
 import torch
 from torch import nn
 
-from engine.layers import BatchNorm
-from engine.layers import GeneralRelu
-from engine.layers import InstanceNorm
-from engine.layers import LayerNorm
-from engine.layers import RunningBatchNorm
-from engine.models import CHANNELS_07
-from engine.models import NORMS
-from engine.models import Lambda
-from engine.models import cnn
-from engine.models import cnn_07
-from engine.models import conv_layer
-from engine.models import conv_norm_layer
-from engine.models import flatten
+from engine.nn import CHANNELS_07
+from engine.nn import NORMS
+from engine.nn import BatchNorm
+from engine.nn import GeneralRelu
+from engine.nn import InstanceNorm
+from engine.nn import Lambda
+from engine.nn import LayerNorm
+from engine.nn import RunningBatchNorm
+from engine.nn import cnn
+from engine.nn import cnn_07
+from engine.nn import conv_layer
+from engine.nn import conv_norm_layer
+from engine.nn import flatten
 
 
 @pytest.mark.parametrize(("side", "n_out"), [(8, 10), (28, 10), (28, 3)])

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from engine.layers import BatchNorm
-from engine.layers import InstanceNorm
-from engine.layers import LayerNorm
-from engine.layers import RunningBatchNorm
-from engine.layers import group_norm
+from engine.nn.layers import BatchNorm
+from engine.nn.layers import InstanceNorm
+from engine.nn.layers import LayerNorm
+from engine.nn.layers import RunningBatchNorm
+from engine.nn.layers import group_norm
 
 
 class Lambda(nn.Module):
@@ -133,11 +133,11 @@ NORMS: dict[str, Callable[[int], nn.Module]] = {
 }
 """The normalizations :func:`conv_norm_layer` knows by name, each built as ``norm(nf)``.
 
-``batch`` is :class:`~engine.layers.BatchNorm`, ``torch_batch`` torch's
-``nn.BatchNorm2d``, ``layer`` :class:`~engine.layers.LayerNorm`, ``instance``
-:class:`~engine.layers.InstanceNorm` (eps 1e-5), ``group``
-:func:`~engine.layers.group_norm` (4 groups), ``running_batch``
-:class:`~engine.layers.RunningBatchNorm`.
+``batch`` is :class:`~engine.nn.layers.BatchNorm`, ``torch_batch`` torch's
+``nn.BatchNorm2d``, ``layer`` :class:`~engine.nn.layers.LayerNorm`, ``instance``
+:class:`~engine.nn.layers.InstanceNorm` (eps 1e-5), ``group``
+:func:`~engine.nn.layers.group_norm` (4 groups), ``running_batch``
+:class:`~engine.nn.layers.RunningBatchNorm`.
 """
 
 CHANNELS_07 = (8, 16, 32, 64, 64)
@@ -222,7 +222,7 @@ def cnn_07(
 
     The same network is built with any normalization (``norm=None`` for none),
     so their results can be compared; initialize it with
-    :func:`engine.init.init_cnn` as the lesson does.
+    :func:`engine.nn.init.init_cnn` as the lesson does.
 
     :param norm: the normalization, as for :func:`conv_norm_layer`.
     :param n_out: the number of outputs (classes).

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.layers import BatchNorm
-from engine.layers import GeneralRelu
-from engine.layers import InstanceNorm
-from engine.layers import LayerNorm
-from engine.layers import RunningBatchNorm
-from engine.layers import group_norm
+from engine.nn import BatchNorm
+from engine.nn import GeneralRelu
+from engine.nn import InstanceNorm
+from engine.nn import LayerNorm
+from engine.nn import RunningBatchNorm
+from engine.nn import group_norm
 from tests.outcomes import RUNNING_BATCHNORM_BEATS_BATCHNORM_AT_BS2
 from tests.outcomes import RUNNING_BATCHNORM_TRAINS_AT_BS2
 
