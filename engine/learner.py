@@ -14,10 +14,8 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from contextlib import ExitStack
 from contextlib import contextmanager
-from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,9 +52,6 @@ if TYPE_CHECKING:
     from engine.distributed import Distributed
 
 OptFunc = Callable[..., torch.optim.Optimizer]
-
-_NOTHING = nullcontext()
-"""Entered around the forward and the loss when no plugin wraps them (reusable)."""
 
 
 class Learner:
@@ -340,11 +335,9 @@ class Learner:
             self.coordinator.before_forward()
         # validation needs no gradient sync: the plain model (ddp syncs its buffers)
         model = self.model_wrapper if self.in_train and self.model_wrapper else self.model
-        with self._around_forward():
-            self.pred = model(self.xb)
+        self.pred = self._wrapped(model, self.xb)
         self._emit("after_pred")
-        with self._around_forward():
-            self.loss = self.loss_func(self.pred, self.yb)
+        self.loss = self._wrapped(self.loss_func, self.pred, self.yb)
         self._emit("after_loss")
         if not self.in_train:
             return
@@ -356,11 +349,12 @@ class Learner:
         self._emit("after_step")
         self.opt.zero_grad()  # type: ignore[union-attr]
 
-    def _around_forward(self) -> AbstractContextManager[Any]:
-        """The contexts plugins wrap the forward and the loss in (``around_forward``)."""
+    def _wrapped(self, func: Callable[..., Any], *args: Any) -> Any:
+        """``func(*args)`` inside the contexts plugins wrap the forward and the loss in."""
         if not self.plugins.around:
-            return _NOTHING
-        return self._entered(self.plugins.around)
+            return func(*args)
+        with self._entered(self.plugins.around):
+            return func(*args)
 
     @contextmanager
     def _entered(self, around: tuple[AroundForward, ...]) -> Iterator[None]:
