@@ -10,6 +10,7 @@ from engine.exceptions import DataError
 from engine.exceptions import LookinsideError
 from engine.exceptions import PluginError
 from engine.exceptions import PluginValidationError
+from engine.exceptions import TrainingDiverged
 from engine.hookspecs import Register
 from engine.hookspecs import RegisterDataset
 from engine.hookspecs import hookimpl
@@ -34,6 +35,7 @@ __all__ = [
     "Register",
     "RegisterDataset",
     "TensorLoader",
+    "TrainingDiverged",
     "__version__",
     "hookimpl",
     "load_catalog",

@@ -10,6 +10,7 @@ documented there.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from engine.exceptions import CancelBatchException
 from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelException
 from engine.exceptions import CancelTrainException
+from engine.exceptions import DataError
 from engine.manager import Catalog
 from engine.manager import load_catalog
 from engine.manager import trace_log
@@ -120,14 +122,14 @@ class Learner:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model should be a torch.nn.Module, got {type(model).__name__}")
-        if not (isinstance(lr, (int, float)) and lr >= 0):
-            raise ValueError(f"lr should be a non-negative number, got {lr!r}")
+        if not (isinstance(lr, (int, float)) and 0 <= lr < math.inf):
+            raise ValueError(f"lr should be a non-negative finite number, got {lr!r}")
+        self.opt: torch.optim.Optimizer | None = None
         self.model = model
         self.data = as_databunch(data)
         self.loss_func = loss_func
         self.opt_func = opt_func
         self.lr = float(lr)
-        self.opt: torch.optim.Optimizer | None = None
         self._out_dir = Path(out_dir) if out_dir is not None else None
         self.epoch = 0
         self.epochs = 0
@@ -164,6 +166,24 @@ class Learner:
             self.plugins.add(item.create(), item.spec.name)
         for plugin in objects:
             self.plugins.add(plugin)
+
+    @property
+    def model(self) -> nn.Module:
+        """The network. Replacing it replaces the optimizer too (the old one holds the
+        old model's parameters): a new one is made over the new model's, at once
+        during a fit, else when the next fit starts."""
+        return self._model
+
+    @model.setter
+    def model(self, value: nn.Module) -> None:
+        if not isinstance(value, nn.Module):
+            raise TypeError(f"model should be a torch.nn.Module, got {type(value).__name__}")
+        replaced = getattr(self, "_model", value) is not value
+        self._model = value
+        if replaced and self.opt is not None:
+            self.opt = None
+            if self._fitting:
+                self.create_opt()
 
     @property
     def out_dir(self) -> Path | None:
@@ -244,6 +264,11 @@ class Learner:
             raise ValueError(f"epochs should be a non-negative integer, got {epochs!r}")
         if self._fitting:
             raise RuntimeError("fit() was called while this learner is already fitting")
+        if epochs and _sized(self.data.train_dl) == 0:
+            raise DataError(
+                "the training loader has no batches (an empty dataset, or drop_last with "
+                "fewer samples than the batch size): there is nothing to train on"
+            )
         opt = self.opt if self.opt is not None else self.create_opt()
         opt.zero_grad()  # a fit that ended mid-batch may have left gradients behind
         if lr is not None:
@@ -471,8 +496,14 @@ def _as_config(config: Config | str | Path | bool | None) -> Config:
     return load_config(config)
 
 
-def _length(dl: Iterable[Any]) -> int:
+def _sized(dl: Iterable[Any]) -> int | None:
+    """The loader's number of batches, or ``None`` when it cannot tell."""
     try:
         return len(dl)  # type: ignore[arg-type]
     except TypeError:
-        return 0  # e.g. an IterableDataset's loader
+        return None
+
+
+def _length(dl: Iterable[Any]) -> int:
+    """The loader's number of batches, 0 when it cannot tell (an IterableDataset's loader)."""
+    return _sized(dl) or 0

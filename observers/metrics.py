@@ -30,6 +30,8 @@ import torch
 from torch import Tensor
 
 from engine import order
+from engine._checks import boolean
+from engine.exceptions import TrainingDiverged
 from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
@@ -127,17 +129,28 @@ class Metrics:
     ``F.cross_entropy``; a batch counts once its loss is computed
     (``after_loss``), so one cancelled before that does not count.
 
+    A training loss that is NaN or infinite at the end of an epoch stops the fit
+    with :class:`~engine.exceptions.TrainingDiverged` (one line and exit status 2
+    on the command line), before any later observer writes the epoch: a diverged
+    run does not go on silently with NaN weights. This check reads nothing more
+    from the device (the epoch's one synchronisation gives the loss);
+    ``terminate_on_nan`` stops at the very batch instead, at one sync per batch.
+
     :param metrics: names of built-in metrics (``accuracy``, ``error_rate``),
         or, from Python, callables ``f(pred, yb)`` returning the batch mean as a
         0-d tensor, reported under their ``__name__``.
+    :param stop_on_nonfinite: stop the fit when an epoch's training loss is not finite.
     """
 
     name = "metrics"
     order = order.METRICS
 
     def __init__(
-        self, metrics: tuple[str, ...] | Sequence[str | MetricFunc] = ("accuracy",)
+        self,
+        metrics: tuple[str, ...] | Sequence[str | MetricFunc] = ("accuracy",),
+        stop_on_nonfinite: bool = True,
     ) -> None:
+        self.stop_on_nonfinite = boolean("stop_on_nonfinite", stop_on_nonfinite)
         items: Sequence[str | MetricFunc] = (metrics,) if isinstance(metrics, str) else metrics
         if not isinstance(items, Sequence):
             raise TypeError(
@@ -242,10 +255,17 @@ class Metrics:
         for prefix, part in zip(("train", "valid"), totals):
             self._write(learner.log, prefix, part)
         learner.log["time"] = elapsed
-        self.history.append(dict(learner.log))
         # also here, not only in begin_epoch: a plugin running before this one may
         # cancel the next epoch in begin_epoch, and this one's would not run
         self._reset()
+        loss = learner.log.get("train_loss")
+        if self.stop_on_nonfinite and loss is not None and not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the training loss is {loss} after epoch {learner.epoch} (lr {learner.lr:g}): "
+                "training diverged; try a lower learning rate (lookinside lr-find suggests "
+                "one), or -p metrics:stop_on_nonfinite=false to go on"
+            )
+        self.history.append(dict(learner.log))
 
     def after_fit(self, learner: Learner) -> None:
         # a fit stopped mid-epoch leaves batches behind: let their tensors go

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -387,3 +388,72 @@ def test_every_after_cancel_receiver_runs_when_one_raises(spy: Spy) -> None:
     with pytest.raises(RuntimeError, match="in after_cancel_train"):
         run(spy, Stop())
     assert spy.seen[-2:] == ["after_cancel_train", "after_fit"]
+
+
+def test_replacing_the_model_replaces_the_optimizer() -> None:
+    """The optimizer follows the model: the new weights train, the old ones do not."""
+    learner = Learner(tiny_model(), tiny_data(), lr=0.5, defaults=False)
+    learner.fit(1)
+    old = learner.model
+    old_weights = [p.detach().clone() for p in old.parameters()]
+    new = tiny_model(seed=1)
+    start = [p.detach().clone() for p in new.parameters()]
+    learner.model = new
+    assert learner.opt is None
+    learner.fit(1)
+    opt_params = [p for group in learner.opt.param_groups for p in group["params"]]  # type: ignore[union-attr]
+    assert all(any(p is q for q in new.parameters()) for p in opt_params)
+    assert any(not torch.equal(a, b) for a, b in zip(start, new.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(old_weights, old.parameters()))
+
+
+def test_a_model_replaced_during_a_fit_gets_its_optimizer_at_once() -> None:
+    class Swap:
+        def begin_fit(self, learner: Any) -> None:
+            learner.model = tiny_model(seed=2)
+
+    learner = Learner(tiny_model(), tiny_data(), lr=0.5, plugins=[Swap()], defaults=False)
+    learner.fit(1)
+    opt_params = [p for group in learner.opt.param_groups for p in group["params"]]  # type: ignore[union-attr]
+    assert all(any(p is q for q in learner.model.parameters()) for p in opt_params)
+    with pytest.raises(TypeError, match="model should be a torch.nn.Module, got str"):
+        learner.model = "not a model"  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("lr", [math.inf, math.nan, -1.0])
+def test_a_learning_rate_that_cannot_train_is_refused(lr: float) -> None:
+    with pytest.raises(ValueError, match="lr should be a non-negative finite number"):
+        Learner(tiny_model(), tiny_data(), lr=lr, defaults=False)
+
+
+def test_an_empty_training_set_is_a_clear_error() -> None:
+    from engine import DataError
+    from engine.data import DataBunch
+
+    empty = DataBunch.from_tensors(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), bs=4)
+    learner = Learner(tiny_model(), empty, defaults=False)
+    with pytest.raises(DataError, match="the training loader has no batches"):
+        learner.fit(1)
+    learner.fit(0)  # nothing to train: no complaint
+
+
+def test_a_diverging_fit_stops_with_a_clear_error_by_default() -> None:
+    """A NaN among the inputs makes the loss NaN; metrics stops the fit after the epoch,
+    reading nothing more from the device than its one sync per epoch."""
+    from engine import TrainingDiverged
+
+    data = tiny_data()
+    data.train_dl.x[3, 0] = math.nan  # type: ignore[attr-defined]
+    learner = Learner(tiny_model(), data, lr=0.1, plugins=["no:progress"], config=False)
+    with pytest.raises(TrainingDiverged, match=r"the training loss is (nan|inf) after epoch 0"):
+        learner.fit(3)
+    assert learner.epoch == 0 and learner.plugins["metrics"].history == []  # type: ignore[attr-defined]
+    goes_on = Learner(
+        tiny_model(),
+        data,
+        lr=0.1,
+        plugins=["no:progress", "metrics:stop_on_nonfinite=false"],
+        config=False,
+    )
+    goes_on.fit(2)
+    assert len(goes_on.plugins["metrics"].history) == 2  # type: ignore[attr-defined]
