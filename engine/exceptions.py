@@ -56,3 +56,7 @@ class PluginTypeError(PluginError, TypeError):
 
 class DataError(LookinsideError):
     """A dataset could not be found or read."""
+
+
+class TrainingDiverged(LookinsideError):
+    """The loss became NaN or infinite: the weights are lost, training cannot go on."""
