@@ -10,6 +10,7 @@ import argparse
 import importlib
 import pkgutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from engine._checks import did_you_mean
@@ -29,6 +30,20 @@ def available_demos() -> list[str]:
     )
 
 
+def describe(name: str) -> str:
+    """The first line of demo ``name``'s docstring (read without importing it)."""
+    import ast
+
+    import demos
+
+    for folder in demos.__path__:
+        path = Path(folder) / f"{name}.py"
+        if path.exists():
+            doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+            return doc.partition("\n")[0]
+    return ""
+
+
 def run_demo(name: str, argv: Sequence[str]) -> int:
     """Run demo ``name`` with ``argv``, or list the demos for ``list``; the exit status.
 
@@ -36,7 +51,9 @@ def run_demo(name: str, argv: Sequence[str]) -> int:
     """
     names = available_demos()
     if name == "list":
-        print("\n".join(names))
+        width = max(len(n) for n in names)
+        for demo in names:
+            print(f"{demo:<{width}}  {describe(demo)}")
         return 0
     if name not in names:
         hint = did_you_mean(name, names)

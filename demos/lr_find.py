@@ -137,7 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-lr", type=float, default=10.0, help="last lr of the sweep")
     parser.add_argument("--num-it", type=int, default=100, help="batches of the sweep")
     parser.add_argument(
-        "--use", choices=("min/10", "steepest"), default="min/10", help="suggestion to train at"
+        "--use",
+        choices=("min/10", "steepest", "valley"),
+        default="min/10",
+        help="suggestion to train at",
     )
     parser.add_argument("--bench-runs", type=int, default=5, help="benchmark runs (0: skip)")
     args = parser.parse_args(argv)

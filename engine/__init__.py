@@ -8,6 +8,7 @@ from engine.exceptions import CancelException
 from engine.exceptions import CancelTrainException
 from engine.exceptions import DataError
 from engine.exceptions import LookinsideError
+from engine.exceptions import OptimizerError
 from engine.exceptions import PluginError
 from engine.exceptions import PluginValidationError
 from engine.exceptions import TrainingDiverged
@@ -30,6 +31,7 @@ __all__ = [
     "Learner",
     "LookinsideError",
     "Option",
+    "OptimizerError",
     "PluginError",
     "PluginValidationError",
     "Register",

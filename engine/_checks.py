@@ -23,11 +23,20 @@ raise ``TypeError``: their rule is only about the type.
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from typing import Any
 from typing import TypeGuard
 from typing import TypeVar
+
+from engine.exceptions import OptimizerError
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -221,3 +230,49 @@ def in_plugin(name: str, message: str) -> str:
     """
     prefix = f"plugin {name!r}"
     return message if message.startswith(prefix) else f"{prefix}: {message}"
+
+
+def optimizer(
+    opt_func: Callable[..., Any], params: Iterable[Any], lr: float
+) -> torch.optim.Optimizer:
+    """``opt_func(params, lr=lr)``, checked: its signature first, then what it returned.
+
+    The learner builds its optimizer here, so that an ``opt_func`` of the wrong
+    shape fails with its name instead of deep inside torch (a function returning
+    the parameters gives "'generator' object has no attribute
+    '_optimizer_step_pre_hooks'" at the first step).
+
+    :param opt_func: the learner's ``opt_func``.
+    :param params: the model's parameters.
+    :param lr: the learning rate.
+    :raises OptimizerError: ``opt_func`` does not accept ``(params, lr=lr)``, or
+        returned something other than a ``torch.optim.Optimizer``.
+    """
+    import torch
+
+    name = getattr(opt_func, "__qualname__", None) or repr(opt_func)
+    try:
+        signature = inspect.signature(opt_func)
+    except (TypeError, ValueError):
+        signature = None  # a builtin without one: let the call speak
+    if signature is not None:
+        try:
+            signature.bind(params, lr=lr)
+        except TypeError as exc:
+            raise OptimizerError(
+                f"opt_func {name} should accept (params, lr=lr) and return a "
+                f"torch.optim.Optimizer, but its signature is {signature}: {exc}"
+            ) from exc
+    opt = opt_func(params, lr=lr)
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise OptimizerError(
+            f"opt_func {name} should return a torch.optim.Optimizer such as "
+            f"torch.optim.SGD(params, lr=lr), got {type(opt).__name__} {_short(opt)}"
+        )
+    return opt
+
+
+def _short(value: object, width: int = 60) -> str:
+    """``repr(value)`` on one line, cut to ``width`` characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -252,22 +252,99 @@ def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``lookinside`` command; returns the exit status."""
-    from engine.exceptions import LookinsideError
-    from engine.manager import load_catalog
+    """Run the ``lookinside`` command; returns the exit status.
 
-    catalog = load_catalog()
-    args = build_parser(catalog).parse_args(argv)
-    args.catalog = catalog
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return int(args.run(args) or 0)
-    except LookinsideError as exc:
-        print(f"lookinside: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lookinside: interrupted", file=sys.stderr)
-        return 130
+    Bad input (a :class:`~engine.exceptions.LookinsideError`) is one line and
+    status 2. Ctrl-C, also while plugins load, is one line and status 130.
+    SIGTERM is handled like Ctrl-C for the duration of the command (a
+    :class:`~engine.exceptions.Terminated` is raised where the program is, so
+    ``checkpoint`` writes ``interrupted.pt``), then one line and status 143; the
+    previous handler is put back afterwards.
+    """
+    from engine.exceptions import LookinsideError
+    from engine.exceptions import Terminated
+
+    depth = len(_invocations)
+    with _SigtermRaises():
+        try:
+            from engine.manager import load_catalog
+
+            catalog = load_catalog()
+            args = build_parser(catalog).parse_args(argv)
+            args.catalog = catalog
+            args.argv = list(sys.argv[1:] if argv is None else argv)
+            _invocations.append(list(args.argv))
+            return int(args.run(args) or 0)
+        except LookinsideError as exc:
+            print(f"lookinside: error: {exc}", file=sys.stderr)
+            return 2
+        except Terminated:
+            print("lookinside: terminated", file=sys.stderr)
+            return 143  # 128 + SIGTERM, as a shell reports it
+        except KeyboardInterrupt:
+            print("lookinside: interrupted", file=sys.stderr)
+            return 130
+        finally:
+            del _invocations[depth:]
+
+
+_invocations: list[list[str]] = []
+"""The arguments of the ``lookinside`` commands running now, innermost last (empty
+outside :func:`main`)."""
+
+
+def resume_command(path: str | os.PathLike[str]) -> str:
+    """The command line that resumes the running command from the checkpoint ``path``.
+
+    Every option of the original invocation is kept (``--bs``, ``--out``,
+    ``-p``...), a ``--resume`` it had is replaced. Outside the ``lookinside``
+    command (a fit from Python), ``lookinside fit --resume PATH``.
+
+    :param path: the checkpoint to resume from.
+    """
+    import shlex
+
+    argv = list(_invocations[-1]) if _invocations else ["fit"]
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return shlex.join(["lookinside", *kept, "--resume", os.fspath(path)])
+
+
+class _SigtermRaises:
+    """Within ``with _SigtermRaises():``, SIGTERM raises :class:`~engine.exceptions.Terminated`.
+
+    The previous handler is put back on leaving (the default one when it was not
+    set from Python). Only the main thread may set signal handlers: elsewhere
+    (``main`` called from a thread) SIGTERM keeps its handler.
+    """
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self._installed = threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def __exit__(self, *exc_info: object) -> None:
+        import signal
+
+        if self._installed:
+            previous = signal.SIG_DFL if self._previous is None else self._previous
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    from engine.exceptions import Terminated
+
+    raise Terminated("SIGTERM")
 
 
 def _plugins(args: argparse.Namespace) -> int:

@@ -48,6 +48,24 @@ _PKL_LAYOUT = "((x_train, y_train), (x_valid, y_valid), (x_test, y_test))"
 _Pair = tuple[torch.Tensor, torch.Tensor]
 _UNPICKLE_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, pickle.UnpicklingError)
 _UNPICKLE_ERRORS += (AttributeError, ImportError, IndexError, KeyError, TypeError, ValueError)
+_PKL_GLOBALS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("_codecs", "encode"),
+    }
+)
+"""The globals a pickle of numpy arrays names, whatever the protocol and numpy version.
+
+``_reconstruct``, ``ndarray`` and ``dtype`` rebuild an array (``numpy.core`` before
+numpy 2, ``numpy._core`` after); protocol 5 uses ``_frombuffer`` instead, and
+protocols 0-2 written by Python 3 spell the raw bytes with ``_codecs.encode``.
+None of them runs code chosen by the file; every other global is refused.
+"""
 
 
 def _bunch(
@@ -236,6 +254,30 @@ def fashion_mnist(
     )
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that builds numpy arrays in tuples and lists, and nothing else.
+
+    A pickle names the callables that rebuild its objects, and unpickling calls
+    them: a crafted file can name ``os.system``. This one looks up only the
+    globals in :data:`_PKL_GLOBALS` and refuses the others before anything runs.
+    """
+
+    def __init__(self, file: gzip.GzipFile, path: Path) -> None:
+        super().__init__(file, encoding="latin-1")
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Return an allowed global; raise :class:`DataError` naming any other."""
+        if (module, name) not in _PKL_GLOBALS:
+            raise DataError(
+                f"{self.path}: refusing to unpickle the global '{module}.{name}': mnist_pkl "
+                f"only loads a pickle of {_PKL_LAYOUT} as numpy arrays, and anything else "
+                "in a pickle can run code. Load trusted files of another layout yourself "
+                "and pass the arrays to DataBunch.from_tensors"
+            )
+        return super().find_class(module, name)
+
+
 def _describe(obj: object) -> str:
     if isinstance(obj, np.ndarray):
         return f"an array of shape {obj.shape} and dtype {obj.dtype}"
@@ -285,7 +327,10 @@ def mnist_pkl(data_path: str | Path = "mnist.pkl.gz", bs: int = 64, seed: int = 
     ``((x_train, y_train), (x_valid, y_valid), (x_test, y_test))`` numpy arrays,
     inputs as float rows of 784 values in [0, 1). The test split is ignored (it
     may be left out). Images are taken to be square: the side is the square root
-    of the row length. Unpickling can run arbitrary code: only load trusted files.
+    of the row length. A pickle can name any callable to run while it loads, so
+    the file is read by a restricted unpickler that rebuilds numpy arrays and
+    nothing else: a file naming any other global (``os.system``, a class) is
+    refused with a :class:`DataError` before that global is looked up.
 
     :param data_path: the path of ``mnist.pkl.gz``.
     :param bs: the training batch size.
@@ -306,7 +351,7 @@ def mnist_pkl(data_path: str | Path = "mnist.pkl.gz", bs: int = 64, seed: int = 
         )
     try:
         with gzip.open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin-1")  # trusted files only: see docstring
+            obj = _ArrayUnpickler(f, path).load()
     except _UNPICKLE_ERRORS as err:
         raise DataError(
             f"could not unpickle {path}: {type(err).__name__}: {err}; expected a gzip'd "

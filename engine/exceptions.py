@@ -26,6 +26,15 @@ class CancelTrainException(CancelException):
     """Stop the fit: ``after_cancel_train`` fires, then ``after_fit``."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while the ``lookinside`` command ran (a scheduler, ``docker stop``).
+
+    A ``KeyboardInterrupt``, so that everything that handles Ctrl-C handles it
+    too: the fit ends, every ``after_fit`` receiver runs, ``checkpoint`` writes
+    ``interrupted.pt``. The command then prints one line and exits with 143.
+    """
+
+
 class LookinsideError(Exception):
     """Base of the errors caused by bad input; the CLI prints them on one line."""
 
@@ -51,6 +60,13 @@ class PluginTypeError(PluginError, TypeError):
 
     Both a :class:`PluginError` and the ``TypeError`` the plugin raised, which is
     its ``__cause__``.
+    """
+
+
+class OptimizerError(LookinsideError, TypeError):
+    """``opt_func`` cannot be called as ``opt_func(params, lr=lr)``, or built no optimizer.
+
+    Also a ``TypeError``: the learner's ``opt_func`` has the wrong type of value.
     """
 
 

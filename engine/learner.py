@@ -29,6 +29,7 @@ from torch import nn
 
 from engine import events as ev
 from engine import learner_state
+from engine._checks import optimizer
 from engine.bus import AroundForward
 from engine.bus import PluginBus
 from engine.bus import Receiver
@@ -250,8 +251,13 @@ class Learner:
         return learner_state.load_state_dict(self, state, strict=strict)
 
     def create_opt(self) -> torch.optim.Optimizer:
-        """Create the optimizer over the model's parameters at ``self.lr``."""
-        self.opt = self.opt_func(self.model.parameters(), lr=self.lr)
+        """Create the optimizer over the model's parameters at ``self.lr``.
+
+        :raises engine.exceptions.OptimizerError: ``opt_func`` does not accept
+            ``(params, lr=lr)`` or returned something other than a
+            ``torch.optim.Optimizer`` (also a ``TypeError``).
+        """
+        self.opt = optimizer(self.opt_func, self.model.parameters(), self.lr)
         return self.opt
 
     def fit(self, epochs: int, lr: float | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from engine.bus import event_methods
@@ -13,6 +14,21 @@ from engine.options import REQUIRED
 from engine.selection import Enabled
 from engine.selection import PluginRequest
 from engine.selection import select
+
+_ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(doc: str) -> str:
+    """A docstring's reST markup as a terminal shows it: ``x`` and :class:`~a.b.X` as x and X.
+
+    >>> plain_text("Raise ``CancelTrainException``; see :class:`~engine.learner.Learner`.")
+    'Raise CancelTrainException; see Learner.'
+    """
+    text = _ROLE.sub(
+        lambda m: m.group(1).rpartition(".")[2] if "~" in m.group(0) else m.group(1), doc
+    )
+    return _LITERAL.sub(r"\1", text)
 
 
 def _status(spec: PluginSpec, enabled: dict[str, Enabled]) -> str:
@@ -51,11 +67,11 @@ def describe_plugins(
         order = "" if spec.order is None else f", order {spec.order}"
         lines.append(f"{spec.name}  [{_status(spec, enabled)}]  {version}{order}")
         if spec.doc:
-            lines.append(f"    {spec.doc}")
+            lines.append(f"    {plain_text(spec.doc)}")
         lines.append(f"    events: {', '.join(spec.events) or '(decided when created)'}")
         item = enabled.get(spec.name)
         for option in spec.options:
-            help_text = f"  {option.help}" if option.help else ""
+            help_text = f"  {plain_text(option.help)}" if option.help else ""
             lines.append(
                 f"    -p {spec.name}:{option.name}=  ({option.type_name}; default "
                 f"{_format_default(option.default)}){help_text}"

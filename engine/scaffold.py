@@ -79,6 +79,7 @@ class {cls}:
 
     name = "{name}"
     order = order.PROGRESS - 5  # before progress prints the epoch's log, so the count shows
+    log_keys = ("{name}_batches",)  # what it writes into learner.log: monitors are checked
 
     def __init__(self, every: int = 1) -> None:
         if every < 1:

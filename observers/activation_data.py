@@ -72,7 +72,7 @@ class ActivationData:
     names: list[str]
     """The hooked modules' names, as in ``model.named_modules()``."""
     types: list[str]
-    """The hooked modules' class names."""
+    """The hooked modules' class names (a plain container's: its layers', ``Conv2d+ReLU``)."""
     bins: int
     ranges: list[tuple[float, float]]
     """Each module's histogram range ``(low, high)``."""
@@ -97,6 +97,11 @@ class ActivationData:
 
     def __len__(self) -> int:
         return len(self.iterations)
+
+    @property
+    def labels(self) -> list[str]:
+        """Each module as tables, pictures and TensorBoard name it: ``name (Type)``."""
+        return [f"{name} ({kind})" for name, kind in zip(self.names, self.types)]
 
     def edges(self, module: int) -> Tensor:
         """The ``bins + 1`` bin edges of one module's histogram.

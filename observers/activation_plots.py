@@ -59,7 +59,7 @@ def _lines(
     keep = len(data) if first is None else min(positive_int("first", first), len(data))
     xs = data.iterations[:keep]
     for m in _layers(data, layers) if keep else []:
-        ax.plot(xs, values[:keep, m].tolist(), label=data.names[m], linewidth=1.0)
+        ax.plot(xs, values[:keep, m].tolist(), label=data.labels[m], linewidth=1.0)
     ax.set_xlabel("batch")
     ax.set_ylabel(ylabel)
     if len(xs) and data.names:
@@ -144,7 +144,7 @@ def plot_color_dim(data: ActivationData, layer: int | str = 0, ax: Axes | None =
             interpolation="nearest",
             extent=(first - 0.5, last + 0.5, low, high),
         )
-    ax.set_title(f"{data.names[m]} ({data.types[m]})", fontsize="medium")
+    ax.set_title(data.labels[m], fontsize="medium")
     ax.set_xlabel("batch")
     ax.set_ylabel("value")
     return ax

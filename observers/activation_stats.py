@@ -1,7 +1,8 @@
 """Watch every layer's activations while the model trains: the lesson's look inside.
 
-:class:`ActivationStats` hooks modules of the model (by default its top-level
-children, as the lesson does) and records, for each hooked module and each
+:class:`ActivationStats` hooks modules of the model (by default the blocks that
+transform: each convolution or linear layer with its activation, not pooling,
+reshapes or the output logits; see :mod:`observers.default_layers`) and records, for each hooked module and each
 recorded batch, the mean and standard deviation of its output, a histogram, and
 the fraction of the output near zero, the lesson's measure of dead units. With
 ``grads=True`` it records the same for the gradient of the loss with respect to
@@ -17,7 +18,7 @@ described in :mod:`observers.activation_data`.
 
 **Memory is bounded.** At most ``max_batches`` rows are kept:
 ``max_batches x modules x (bins + 2) x 4`` bytes on the device (twice that with
-``grads``), and as much again on the host: 2048 x 7 x 42 x 4 bytes = 2.4 MB for
+``grads``), and as much again on the host: 2048 x 4 x 42 x 4 bytes = 1.4 MB for
 the lesson's CNN. Only as many rows as the fit will record are allocated. When a
 fit records more batches than ``max_batches``, every other row is dropped and
 from then on only every other eligible batch is recorded: the record always
@@ -47,6 +48,8 @@ from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 from observers.activation_data import ActivationBuffer
 from observers.activation_data import ActivationData
+from observers.default_layers import default_modules
+from observers.default_layers import kind
 from observers.hooks import Hooks
 
 if TYPE_CHECKING:
@@ -69,7 +72,8 @@ class ActivationStats:
     is not a floating-point tensor gets NaN statistics.
 
     :param modules: name patterns (``fnmatch``, e.g. ``0,1.*``) of the modules to
-        hook among ``model.named_modules()``; default: the top-level children.
+        hook among ``model.named_modules()``; default: the blocks that transform,
+        chosen as :mod:`observers.default_layers` describes.
     :param types: class names (e.g. ``Conv2d,ReLU``) of the modules to hook; with
         ``modules`` too, a module must match both.
     :param every: record every N-th batch.
@@ -168,7 +172,7 @@ class ActivationStats:
         self.layer_types = {type(m).__name__ for m in learner.model.modules()}
         self.capacity = self._capacity(learner)
         self._index = {id(module): i for i, (_, module) in enumerate(named)}
-        types = [type(module).__name__ for _, module in named]
+        types = [kind(module) for _, module in named]
         self._acts = self._buffer("activations", types)
         if self.grads:
             self._grads = self._buffer("gradients", types)
@@ -316,8 +320,10 @@ def select_modules(
 ) -> list[tuple[str, nn.Module]]:
     """The ``(name, module)`` pairs :class:`ActivationStats` hooks.
 
-    With neither patterns nor types: the model's top-level children (the model
-    itself when it has none, named ``model``). Otherwise the modules of
+    With neither patterns nor types: :func:`~observers.default_layers.default_modules`,
+    the blocks that transform (each convolution or linear layer with the
+    activation and norm after it), leaving out pooling, reshapes and the output
+    layer. Otherwise the modules of
     ``model.named_modules()`` whose name matches one of ``patterns`` (when
     given) and whose class, or a base class, is named in ``types`` (when given).
 
@@ -326,8 +332,7 @@ def select_modules(
     :param types: class names.
     """
     if not patterns and not types:
-        children = list(model.named_children())
-        return children or [("model", model)]
+        return default_modules(model)
     found = []
     for name, module in model.named_modules():
         if patterns and not any(fnmatch.fnmatchcase(name, p) for p in patterns):

@@ -5,28 +5,47 @@ what the lesson teaches to look for:
 
 - ``dead``: far more activations sit near zero late in training than a healthy
   ReLU layer's (the lesson found over 90% of them there in its later layers:
-  dead ReLUs); only for layers whose outputs are never negative (histogram range
-  starting at 0), not for logits or signed activations;
+  dead ReLUs); only for ReLU-like layers, whose outputs are never negative
+  (histogram range starting at 0) and unbounded above: not for logits, signed
+  activations or a sigmoid; and not for a layer whose signal fades with depth
+  (its values are near zero because they are small, not because units died);
+- ``saturated``: a bounded activation (tanh, sigmoid, hardtanh...: the hooked
+  layer's last module) puts more than :data:`SATURATED` of its values within
+  15% of its range from its bounds (``|tanh| > 0.7``, late in training): its
+  gradient is nearly zero there;
 - ``collapsed``: the histogram puts nearly everything into one bin;
 - ``exploding`` / ``vanishing``: the late standard deviation is huge or tiny;
+- ``grows with depth`` / ``fades with depth``: the layer's standard deviation
+  over the first layer's, at the start (the first :data:`FIRST_ROWS` rows) or
+  late, beyond :data:`DEPTH_RATIO` or below its inverse: the signal grows or
+  fades from layer to layer, as it does with a badly scaled initialization;
+- ``grows over time``: the late standard deviation is more than
+  :data:`TIME_RATIO` times the starting one: the layer spent the start of the
+  fit nearly flat and had to climb out of it (torch's default init on a deep
+  stack of ReLUs);
 - ``crashed``: the standard deviation fell far below a peak it had reached (the
   lesson's explode-and-crash picture at a high learning rate);
 - ``out of range``: most values fall outside the histogram's range;
-- ``nan``: the statistics are not finite (the fit diverged).
+- ``nan``: some statistics are not finite (the fit diverged), at any time.
 
-Across layers it compares the standard deviation of the last layer with the
-first's, late in training and over the first :data:`FIRST_ROWS` rows (``std
-last/first``): a ratio far from 1 means the signal grows or fades with depth,
-as it does at the start with torch's default initialization. Then it says what the lesson would try next, in its order:
+Across layers it also reports the standard deviation of the last layer over
+the first's, late in training and over the first :data:`FIRST_ROWS` rows (``std
+last/first``). It is read on the layers hooked: by default the blocks that
+transform, without the output logits (:mod:`observers.default_layers`); the
+logits' scale is the loss's business, so a ratio that ends on them means
+nothing. Then it says what the lesson would try next, in its order:
 kaiming initialization (``init_cnn``), ``GeneralRelu``, ``BatchNorm``, and
 ``RunningBatchNorm`` when batch norm meets a small batch.
 
-The thresholds are the constants below. "Late" means the last
-:data:`LATE_FRACTION` of the training rows. The table's columns: the late
-``mean`` and ``std``; ``peak std``, the largest std after the first row;
-``drop``, the largest fall of the std from a peak, as a ratio; ``near 0``, the
-late near-zero fraction; ``top bin``, the share of the fullest bin; ``outside``,
-the share of values outside the histogram's range.
+"No problem found" is said only when no layer has any flag. The thresholds are
+the constants below. "Late" means the last :data:`LATE_FRACTION` of the training
+rows. The table's columns: the layer as ``name (Type)``; the late ``mean`` and
+``std``; ``start std``, the std over the first :data:`FIRST_ROWS` rows; ``peak
+std``, the largest std after the first row; ``drop``, the largest fall of the
+std from a peak, as a ratio; ``near 0``, the late near-zero fraction; ``at
+bounds``, the late share near a bounded activation's bounds (``-`` for
+unbounded layers); ``top bin``, the share of the fullest bin; ``outside``, the
+share of values outside the histogram's range.
 """
 
 from __future__ import annotations
@@ -74,8 +93,24 @@ CRASHED = 5.0
 highest it had reached before (rows after the first)."""
 
 DEPTH_RATIO = 10.0
-"""The std of the last layer over the first's, beyond which (or below its inverse) the
+"""A layer's std over the first layer's, beyond which (or below its inverse) the
 signal is said to grow or fade with depth."""
+
+TIME_RATIO = 10.0
+"""A layer's late std over its starting std beyond which it ``grows over time``."""
+
+SATURATED = 0.6
+"""A bounded activation is ``saturated`` when more than this share of its values sits
+near its bounds. A tanh fed a standard normal puts 38% of its outputs beyond +-0.7."""
+
+BOUNDS: dict[str, tuple[float, float]] = {
+    "Tanh": (-1.0, 1.0),
+    "Hardtanh": (-1.0, 1.0),
+    "Softsign": (-1.0, 1.0),
+    "Sigmoid": (0.0, 1.0),
+    "Hardsigmoid": (0.0, 1.0),
+}
+"""The bounded activations by class name, and their bounds."""
 
 FIRST_ROWS = 10
 """The rows at the start of training the starting depth ratio averages over."""
@@ -94,13 +129,28 @@ ADVICE = {
     "small": "Batch statistics are unreliable at this batch size: use RunningBatchNorm "
     "(or GroupNorm / LayerNorm) instead of BatchNorm.",
     "range": "Most values fall outside the histogram: set range_min/range_max.",
-    "ok": "No problem found: activations keep their spread through depth and time, and few "
-    "sit near zero.",
+    "saturated": "A bounded activation sits at its bounds, where its gradient vanishes: "
+    "scale its inputs down (a smaller init, xavier for tanh, or a norm before it) or use "
+    "a ReLU-like activation.",
+    "ok": "No problem found: activations keep their spread through depth and time, few sit "
+    "near zero, none sits at the bounds of its activation, and every value is finite.",
 }
 """What the lesson would try next, by problem."""
 
 
-_HEADER = ("layer", "mean", "std", "peak std", "drop", "near 0", "top bin", "outside", "problems")
+_HEADER = (
+    "layer",
+    "mean",
+    "std",
+    "start std",
+    "peak std",
+    "drop",
+    "near 0",
+    "at bounds",
+    "top bin",
+    "outside",
+    "problems",
+)
 
 
 @dataclass
@@ -110,6 +160,8 @@ class LayerReport:
     name: str
     mean: float
     std: float
+    start_std: float
+    """The std over the first :data:`FIRST_ROWS` rows."""
     peak_std: float
     """The largest std after the first row."""
     drop: float
@@ -118,6 +170,10 @@ class LayerReport:
     top_bin: float
     """The fraction of values in the fullest bin."""
     out_of_range: float
+    at_bounds: float = math.nan
+    """The share of values near a bounded activation's bounds (NaN when unbounded)."""
+    label: str = ""
+    """``name (Type)``, as the table shows the layer."""
     flags: list[str] = field(default_factory=list)
 
 
@@ -150,12 +206,14 @@ class Diagnosis:
         for layer in self.layers:
             rows.append(
                 [
-                    layer.name,
+                    layer.label or layer.name,
                     _num(layer.mean),
                     _num(layer.std),
+                    _num(layer.start_std),
                     _num(layer.peak_std),
                     _num(layer.drop),
                     _pct(layer.near_zero),
+                    _pct(layer.at_bounds) if math.isfinite(layer.at_bounds) else "-",
                     _pct(layer.top_bin),
                     _pct(layer.out_of_range),
                     ", ".join(layer.flags) or "ok",
@@ -225,10 +283,11 @@ def diagnose(
     train = data.training()
     rows = len(train)
     late = slice(max(0, rows - max(1, math.ceil(rows * LATE_FRACTION))), rows)
-    layers = [_layer(train, m, late) for m in range(len(train.names))]
-    ratio = _ratio([layer.std for layer in layers])
     start = slice(0, min(rows, FIRST_ROWS))
-    start_ratio = _ratio([_late_mean(train.stds[:, m], start) for m in range(len(layers))])
+    layers = [_layer(train, m, late, start) for m in range(len(train.names))]
+    ratio = _ratio([layer.std for layer in layers])
+    start_ratio = _ratio([layer.start_std for layer in layers])
+    _depth_flags(layers)
     advice = _advice(layers, [ratio, start_ratio], batch_size, set(layer_types))
     return Diagnosis(data.kind, layers, ratio, start_ratio, advice, rows, batch_size)
 
@@ -244,9 +303,10 @@ def _late_mean(values: torch.Tensor, late: slice) -> float:
     return float(window.mean()) if window.numel() else math.nan
 
 
-def _layer(data: ActivationData, m: int, late: slice) -> LayerReport:
+def _layer(data: ActivationData, m: int, late: slice, start: slice) -> LayerReport:
     stds = data.stds[:, m]
     mean, std = _late_mean(data.means[:, m], late), _late_mean(stds, late)
+    finite = bool(torch.isfinite(data.means[:, m]).all() and torch.isfinite(stds).all())
     after_first = stds[1:][~stds[1:].isnan()]
     peak = float(after_first.max()) if after_first.numel() else std
     drop = 1.0
@@ -256,40 +316,87 @@ def _layer(data: ActivationData, m: int, late: slice) -> LayerReport:
     hist = data.hists[late, m].double().sum(0)
     total = float(data.numel[late, m].nan_to_num(0.0).sum())
     top = float(hist.max()) / total if total > 0 else math.nan
+    bounds = BOUNDS.get(data.types[m].split("+")[-1])
+    at_bounds = math.nan
+    if bounds is not None and total > 0:
+        at_bounds = _near_bounds(data, m, hist, bounds) / total
     report = LayerReport(
         data.names[m],
         mean,
         std,
+        _late_mean(stds, start),
         peak,
         drop,
         _late_mean(data.near_zero[:, m], late),
         top,
         _late_mean(data.out_of_range[:, m], late),
+        at_bounds,
+        data.labels[m],
     )
     # "dead" is about ReLU-like outputs (never negative: the range starts at 0 or
-    # above); near zero means nothing of the kind for logits or signed activations
-    relu_like = data.ranges[m][0] >= 0
-    report.flags = _flags(report, relu_like)
+    # above, and unbounded); near zero means nothing of the kind for logits,
+    # signed activations or a sigmoid
+    relu_like = data.ranges[m][0] >= 0 and bounds is None
+    report.flags = _flags(report, relu_like, finite)
     return report
 
 
-def _flags(r: LayerReport, relu_like: bool = True) -> list[str]:
-    if not (math.isfinite(r.mean) and math.isfinite(r.std)):
+def _near_bounds(
+    data: ActivationData, m: int, hist: torch.Tensor, bounds: tuple[float, float]
+) -> float:
+    """The histogram's count in the bins whose centres lie within 15% of the range of a bound."""
+    edges = data.edges(m)
+    centres = (edges[:-1] + edges[1:]) / 2
+    low, high = bounds
+    margin = 0.15 * (high - low)
+    near = (centres <= low + margin) | (centres >= high - margin)
+    return float(hist[near].sum())
+
+
+def _flags(r: LayerReport, relu_like: bool = True, finite: bool = True) -> list[str]:
+    if not (finite and math.isfinite(r.mean) and math.isfinite(r.std)):
         return ["nan"]
     flags = []
     if relu_like and r.near_zero > DEAD:
         flags.append("dead")
+    if r.at_bounds > SATURATED:
+        flags.append("saturated")
     if r.top_bin > COLLAPSED:
         flags.append("collapsed")
     if r.out_of_range > OUT_OF_RANGE:
         flags.append("out of range")
     if r.std > EXPLODING:
         flags.append("exploding")
-    if r.std < VANISHING:
+    if 0 < r.std < VANISHING:
         flags.append("vanishing")
+    if r.start_std > 0 and r.std / r.start_std > TIME_RATIO:
+        flags.append("grows over time")
     if r.drop > CRASHED:
         flags.append("crashed")
     return flags
+
+
+def _depth_flags(layers: list[LayerReport]) -> None:
+    """Flag the layers whose std, over the first layer's, is beyond :data:`DEPTH_RATIO`.
+
+    A layer that fades with depth is not also called dead: its values sit near
+    zero because they are small.
+    """
+    if not layers:
+        return
+    first = layers[0]
+    for layer in layers[1:]:
+        ratios = [
+            mine / theirs
+            for mine, theirs in ((layer.start_std, first.start_std), (layer.std, first.std))
+            if math.isfinite(mine) and math.isfinite(theirs) and mine > 0 and theirs > 0
+        ]
+        if any(r > DEPTH_RATIO for r in ratios):
+            layer.flags.append("grows with depth")
+        if any(r < 1 / DEPTH_RATIO for r in ratios):
+            layer.flags.append("fades with depth")
+            if "dead" in layer.flags:
+                layer.flags.remove("dead")
 
 
 def _advice(
@@ -297,13 +404,16 @@ def _advice(
 ) -> list[str]:
     flags = {flag for layer in layers for flag in layer.flags}
     deep = any(math.isfinite(r) and not 1 / DEPTH_RATIO <= r <= DEPTH_RATIO for r in ratios)
-    unstable = bool(flags & {"nan", "exploding", "vanishing", "crashed"}) or deep
+    scale = {"nan", "exploding", "vanishing", "crashed", "grows with depth", "fades with depth"}
+    unstable = bool(flags & (scale | {"grows over time"})) or deep
     batchnorm = any("BatchNorm" in t and not t.startswith("Running") for t in types)
     advice = []
     if unstable:
         advice.append(ADVICE["init"])
     if flags & {"dead", "collapsed"}:
         advice.append(ADVICE["relu"])
+    if "saturated" in flags:
+        advice.append(ADVICE["saturated"])
     if unstable and not batchnorm:
         advice.append(ADVICE["norm"])
     if batchnorm and batch_size is not None and batch_size <= SMALL_BATCH:

@@ -186,6 +186,18 @@ class Metrics:
         return list(self.funcs)
 
     @property
+    def log_keys(self) -> list[str]:
+        """The keys written into ``learner.log`` each epoch, known before the fit starts.
+
+        :func:`plugins._monitor.check_monitor` reads them to check a monitor at
+        ``begin_fit``.
+        """
+        passes = [
+            f"{prefix}_{name}" for prefix in ("train", "valid") for name in ("loss", *self.funcs)
+        ]
+        return [*passes, "time"]
+
+    @property
     def last(self) -> dict[str, Any] | None:
         """The most recent epoch's values, or ``None`` before the first epoch ends."""
         return self.history[-1] if self.history else None

@@ -64,6 +64,8 @@ class Progress:
 
     name = "progress"
     order = order.PROGRESS
+    pause_during_sweeps = True
+    """An LR finder's sweep is no epoch: no row, no bar is printed for it."""
 
     def __init__(self, bar: bool | None = None) -> None:
         if bar is not None:

@@ -11,7 +11,8 @@ Tags:
   global step being the training batch's index over the fit;
 - ``epoch/NAME`` for each number the other observers put in ``learner.log``
   (``train_loss``, ``valid_accuracy``, ``time``...), the step being the epoch;
-- ``activations/LAYER`` (and ``gradients/LAYER``): when an
+- ``activations/LAYER`` (and ``gradients/LAYER``), LAYER labelled ``name
+  (Type)`` as in the tables, ``activations/0 (Conv2d+ReLU)``: when an
   :class:`~observers.activation_stats.ActivationStats` observer is attached, the
   histogram of each hooked layer over the epoch's recorded training batches, its
   buckets those of the observer. ``num``, ``sum`` and ``sum_squares`` count
@@ -172,7 +173,7 @@ def log_histograms(writer: Any, data: ActivationData, epoch: int) -> int:
         return 0
     index = torch.tensor(rows)
     written = 0
-    for m, name in enumerate(data.names):
+    for m, name in enumerate(data.labels):
         numel = data.numel[index, m]
         known = numel > 0
         if not bool(known.any()):

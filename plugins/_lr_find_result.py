@@ -17,17 +17,75 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 
+MIN_FALL = 0.1
+"""The least fall of the smoothed loss, as a share of its starting value, worth a suggestion.
+
+A sweep whose smoothed loss never drops below ``(1 - MIN_FALL)`` times where it
+started (after ``skip_start``) did not find a learning rate at which the model
+trains: any point picked on it would be noise."""
+
+
+def fall(smoothed: Iterable[float], skip_start: int = 0) -> float:
+    """How far the smoothed loss fell below its start, as a share of the start.
+
+    The start is the first point after ``skip_start``; only the finite points
+    before the first non-finite one count. NaN with fewer than 2 of them.
+
+    :param smoothed: the smoothed loss of each point of the sweep.
+    :param skip_start: how many points at the start to leave out.
+    """
+    values = _finite_prefix(list(smoothed)[skip_start:])
+    if len(values) < 2 or values[0] <= 0:
+        return math.nan
+    return (values[0] - min(values)) / values[0]
+
+
+def _finite_prefix(values: list[float]) -> list[float]:
+    kept = []
+    for value in values:
+        if not math.isfinite(value):
+            break
+        kept.append(value)
+    return kept
+
+
+def valley(losses: list[float]) -> tuple[int, int]:
+    """The first and last index of the longest valley: the longest falling run of points.
+
+    A valley is a longest sequence of points (not necessarily adjacent) along
+    which the loss keeps falling, found by dynamic programming in O(n^2) as
+    fastai's ``valley`` does; among valleys equally long the first wins.
+
+    :param losses: the smoothed losses, finite.
+    """
+    n = len(losses)
+    length = [1] * n
+    begin = list(range(n))
+    for i in range(n):
+        for j in range(i):
+            if losses[j] > losses[i] and length[j] + 1 > length[i]:
+                length[i] = length[j] + 1
+                begin[i] = begin[j]
+    end = max(range(n), key=lambda i: (length[i], -i)) if n else 0
+    return (begin[end], end) if n else (0, 0)
+
+
 def suggest(
     lrs: Iterable[float], smoothed: Iterable[float], skip_start: int = 0
 ) -> dict[str, float]:
-    """The suggested learning rates of a sweep, by name.
+    """The suggested learning rates of a sweep, by name; none when the loss never fell.
 
-    ``steepest``: where the smoothed loss falls fastest, the minimum of its
-    gradient with respect to ``log10(lr)`` (``numpy.gradient``: central
-    differences, one-sided at the ends). ``min/10``: a tenth of the learning rate
-    at the lowest smoothed loss. The first ``skip_start`` points are left out
-    (the average is still settling there), and so is everything from the first
-    non-finite loss on; fewer than 2 points left give no suggestion.
+    ``valley``: halfway along the longest valley of the smoothed loss (see
+    :func:`valley`), where the loss is still falling steadily and the lr is
+    well below divergence: fastai's default suggestion. ``steepest``: where the
+    smoothed loss falls fastest, the minimum of its gradient with respect to
+    ``log10(lr)`` (``numpy.gradient``: central differences, one-sided at the
+    ends). ``min/10``: a tenth of the learning rate at the lowest smoothed loss.
+    The first ``skip_start`` points are left out (the average is still settling
+    there), and so is everything from the first non-finite loss on; fewer than 2
+    points left give no suggestion, and so does a sweep whose smoothed loss
+    never fell by :data:`MIN_FALL` of its start (see :func:`fall`): it saw
+    nothing to suggest.
 
     :param lrs: the learning rates of the sweep, increasing.
     :param smoothed: the smoothed loss at each of them.
@@ -40,11 +98,15 @@ def suggest(
         points.append((lr, loss))
     if len(points) < 2:
         return {}
-    x = np.log10([lr for lr, _ in points])
     y = np.asarray([loss for _, loss in points])
+    if not fall(y.tolist()) >= MIN_FALL:
+        return {}
+    x = np.log10([lr for lr, _ in points])
+    first, last = valley(y.tolist())
+    middle = points[first + (last - first) // 2][0]
     steepest = points[int(np.argmin(np.gradient(y, x)))][0]
     lowest = points[int(np.argmin(y))][0]
-    return {"steepest": steepest, "min/10": lowest / 10}
+    return {"valley": middle, "steepest": steepest, "min/10": lowest / 10}
 
 
 @dataclass
@@ -64,7 +126,10 @@ class LRFindResult:
 
     @property
     def suggestions(self) -> dict[str, float]:
-        """``{"steepest": lr, "min/10": lr}`` (see :func:`suggest`); empty if too short."""
+        """``{"valley": lr, "steepest": lr, "min/10": lr}`` (see :func:`suggest`).
+
+        Empty when the sweep is too short or its smoothed loss never fell enough.
+        """
         return suggest(self.lrs, self.smoothed, self.skip_start)
 
     def plot(self, ax: Axes | None = None) -> Axes:
@@ -85,7 +150,7 @@ class LRFindResult:
             ax.plot(self.lrs, self.smoothed, linewidth=1.5, label="smoothed loss")
             ax.set_xscale("log")
             logs = np.log10(self.lrs)
-            for (name, lr), style in zip(self.suggestions.items(), ("o", "v")):
+            for (name, lr), style in zip(self.suggestions.items(), ("o", "v", "s")):
                 y = float(np.interp(math.log10(lr), logs, self.smoothed))
                 ax.plot([lr], [y], style, markersize=8, label=f"{name}: {lr:.2e}")
             finite = [v for v in self.smoothed[self.skip_start :] if math.isfinite(v)]
@@ -118,7 +183,16 @@ class LRFindResult:
         if self.lrs:
             lines[0] += f"; lr {self.lrs[0]:.2e} to {self.lrs[-1]:.2e}"
         found = self.suggestions
-        if not found:
+        fell = fall(self.smoothed, self.skip_start)
+        if not found and math.isfinite(fell):
+            start = _finite_prefix(self.smoothed[self.skip_start :])
+            lines.append(
+                f"no suggestion: the smoothed loss never fell by {MIN_FALL:.0%} over the sweep "
+                f"(from {start[0]:.4g} to at best {min(start):.4g}, {fell:.1%}); the model "
+                "did not train at any of these learning rates: try more iterations "
+                "(num_it), a wider range (min_lr/max_lr), or look at the model and data"
+            )
+        elif not found:
             lines.append("no suggestion: too few finite losses were recorded")
         for name, lr in found.items():
             lines.append(f"suggested lr ({name}): {lr:.3g}")

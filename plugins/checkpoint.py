@@ -45,6 +45,7 @@ from engine.learner_state import StateError
 from engine.learner_state import load_state_dict
 from engine.learner_state import plugin_states
 from engine.learner_state import state_dict
+from plugins._monitor import check_monitor
 from plugins._monitor import infer_mode
 from plugins._state import FORMAT
 from plugins._state import SAFE_HINT
@@ -104,7 +105,9 @@ class Checkpoint:
         when the learner has no out_dir, the folder of the ``resume`` file; with
         neither, the fit stops at once with an error asking for one.
     :param monitor: the ``learner.log`` value deciding ``best.pt`` (e.g.
-        ``valid_loss``, ``valid_accuracy``); ``none`` writes no ``best.pt``.
+        ``valid_loss``, ``valid_accuracy``); ``none`` writes no ``best.pt``. A
+        monitor no attached plugin declares in its ``log_keys`` stops the fit at
+        ``begin_fit``, before anything is written (see :mod:`plugins._monitor`).
     :param mode: ``min`` or ``max``: which way is better; ``auto`` reads it from
         the monitor's name (``loss``/``error``: min; ``acc``/``f1``/``score``: max).
     :param resume: a checkpoint to resume from (``lookinside fit --resume PATH``).
@@ -180,6 +183,9 @@ class Checkpoint:
         if self._pending is not None:
             self._restore(learner, self._pending)
             self._pending = None  # kept until it worked: a refused resume can be retried
+        if self.monitor is not None:
+            fix = ", or monitor=none to write only last.pt"
+            check_monitor(learner, self.monitor, "checkpoint", fix)
         self._active = True
 
     def begin_epoch(self, learner: Learner) -> None:
@@ -216,9 +222,11 @@ class Checkpoint:
             # never hide the KeyboardInterrupt behind an error of ours
             print(f"checkpoint: could not write {path}: {exc}")
             return
+        from engine.cli import resume_command
+
         print(
             f"checkpoint: interrupted in epoch {learner.epoch}; state written to "
-            f"{path} (resume with: lookinside fit --resume {path})"
+            f"{path} (resume with: {resume_command(path)})"
         )
 
     # -- saving --------------------------------------------------------------

@@ -27,6 +27,7 @@ from engine.distributed import say
 from engine.exceptions import CancelTrainException
 from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
+from plugins._monitor import check_monitor
 from plugins._monitor import infer_mode
 
 if TYPE_CHECKING:
@@ -55,7 +56,8 @@ class EarlyStopping:
     (:meth:`state_dict`, :meth:`load_state_dict`), so a resumed fit stops where
     the uninterrupted one would have.
 
-    :param monitor: the key of learner.log to watch, e.g. valid_loss, valid_accuracy.
+    :param monitor: the key of learner.log to watch, e.g. valid_loss, valid_accuracy;
+        one no attached plugin declares in its ``log_keys`` stops the fit at begin_fit.
     :param mode: min (lower is better), max, or auto: from the name (loss, error: min;
         accuracy, f1: max).
     :param patience: epochs in a row without improvement that stop the fit (>= 1).
@@ -116,6 +118,7 @@ class EarlyStopping:
         self._loaded = False
 
     def begin_fit(self, learner: Learner) -> None:
+        check_monitor(learner, self.monitor, "early_stopping", "")
         self._learner = weakref.ref(learner)
         if self._loaded:  # resumed: the checkpoint plugin (order 80) just loaded our state
             self._loaded = False

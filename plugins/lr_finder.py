@@ -22,7 +22,7 @@ generators), the model's gradients and train/eval modes, the optimizer itself
 exactly what it would have given without it.
 
 Plugins whose ``pause_during_sweeps`` attribute is true (checkpoint, early
-stopping) are detached during the sweep and attached again after it: a sweep must
+stopping, the progress rows: a sweep prints no epoch row) are detached during the sweep and attached again after it: a sweep must
 not be saved, resumed into, or stopped early. The others are not rolled back
 (their states are not loaded back: to a plugin, a loaded state means "resume from
 it" in the next fit); they see the sweep as a fit (the recorder holds it
@@ -220,7 +220,7 @@ def lr_find(
     >>> learner = Learner(tiny_model(), tiny_data(), plugins=["no:progress"])
     >>> result = lr_find(learner, num_it=10)
     >>> len(result.lrs) <= 10, sorted(result.suggestions)
-    (True, ['min/10', 'steepest'])
+    (True, ['min/10', 'steepest', 'valley'])
 
     :param learner: the learner to sweep.
     :param min_lr: the learning rate of the first batch.

@@ -15,8 +15,12 @@ def test_lr_find_demo_tiny_config(tmp_path: Path, capsys: pytest.CaptureFixture[
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("lr_find: 12 iterations")
     suggested = [line for line in lines if line.startswith("suggested lr (min/10): ")]
-    lr = float(suggested[0].rpartition(" ")[2])
-    assert any(line.startswith(f"training 1 epochs at lr {lr:.3g} (min/10)") for line in lines)
+    if suggested:
+        lr = float(suggested[0].rpartition(" ")[2])
+        assert any(line.startswith(f"training 1 epochs at lr {lr:.3g} (min/10)") for line in lines)
+    else:  # a 12-batch sweep may see no fall: no suggestion, the demo trains at --lr
+        assert any(line.startswith("no suggestion: the smoothed loss never") for line in lines)
+        assert any(line.startswith("training 1 epochs at lr ") for line in lines)
     assert any(line.startswith("valid accuracy after 1 epochs at lr ") for line in lines)
     bench = lines[-1]
     assert bench.startswith("benchmark (1 runs, 12 steps, bs 128): lr_find ")

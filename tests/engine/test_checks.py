@@ -157,3 +157,46 @@ def test_numeric_checks_never_accept_a_bool(check: Callable[..., Any]) -> None:
     for flag in (True, False):
         with pytest.raises(ValueError, match="got " + repr(flag)):
             check("x", flag)
+
+
+def test_optimizer_builds_what_opt_func_returns() -> None:
+    import torch
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    opt = _checks.optimizer(torch.optim.SGD, params, lr=0.5)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["lr"] == 0.5
+
+
+def test_optimizer_names_what_opt_func_returned() -> None:
+    """A function returning the parameters is refused with what it returned."""
+    import torch
+
+    from engine.exceptions import LookinsideError
+
+    def params_back(params: Any, lr: float) -> Any:
+        return params
+
+    with pytest.raises(TypeError) as info:
+        _checks.optimizer(params_back, (p for p in [torch.zeros(1)]), lr=0.1)
+    assert isinstance(info.value, LookinsideError)
+    message = str(info.value)
+    assert message.startswith(
+        "opt_func test_optimizer_names_what_opt_func_returned.<locals>.params_back should "
+        "return a torch.optim.Optimizer such as torch.optim.SGD(params, lr=lr), got generator "
+        "<generator object"
+    )
+    assert "\n" not in message
+
+
+def test_optimizer_refuses_a_signature_without_lr() -> None:
+    import torch
+
+    def no_lr(params: Any) -> torch.optim.Optimizer:
+        raise AssertionError("not called")
+
+    with pytest.raises(
+        TypeError,
+        match=r"opt_func .*no_lr should accept \(params, lr=lr\) .*"
+        r"its signature is \(params: 'Any'\) -> 'torch.optim.Optimizer'",
+    ):
+        _checks.optimizer(no_lr, [], lr=0.1)

@@ -112,9 +112,27 @@ def test_plugins_events_prints_the_training_loop(capsys: pytest.CaptureFixture[s
     assert rows["after_epoch"].split(", ")[-2:] == ["progress", "csv_logger"]
 
 
-def test_demo_list_names_the_main_demo(capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_list_names_each_demo_with_its_first_docstring_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import importlib
+
+    from demos._command import available_demos
+
     assert main(["demo", "list"]) == 0
-    assert "cnn" in capsys.readouterr().out.split()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == available_demos()
+    for line in lines:
+        name, description = line.split(None, 1)
+        doc = importlib.import_module(f"demos.{name}").__doc__ or ""
+        assert description == doc.partition("\n")[0] and description
+
+
+def test_plugins_listing_shows_no_rest_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "``" not in out and ":class:`" not in out and ":func:`" not in out
+    assert "Raise CancelTrainException when a batch's loss is not finite." in out
 
 
 def test_version_names_lookinside_torch_torchvision_and_python(

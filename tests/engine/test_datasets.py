@@ -262,6 +262,69 @@ def test_mnist_pkl_bad_files(tmp_path: Path) -> None:
         assert str(path) in str(info.value) or "labels" in str(info.value), path
 
 
+class _Marker:
+    """Pickles to a call of ``pathlib.Path.touch``: unpickling it creates a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Callable[..., None], tuple[Path]]:
+        return (Path.touch, (self.path,))
+
+
+def test_mnist_pkl_refuses_code(tmp_path: Path) -> None:
+    """A pickle naming a callable outside numpy's array rebuilding is refused before it runs."""
+    marker = tmp_path / "marker"
+    (x_train, y_train), valid, _ = _pkl_arrays()
+    crafted = _write_pkl(tmp_path / "crafted.pkl.gz", ((x_train, y_train), valid, _Marker(marker)))
+    pickle.loads(pickle.dumps(_Marker(tmp_path / "works")))
+    assert (tmp_path / "works").exists()  # the payload does run under plain pickle
+    with pytest.raises(DataError) as info:
+        mnist_pkl(crafted)
+    assert not marker.exists()
+    message = str(info.value)
+    assert "the global 'pathlib.Path.touch'" in message
+    assert str(crafted) in message and "numpy arrays" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_mnist_pkl_loads_every_protocol(tmp_path: Path, protocol: int) -> None:
+    """Arrays pickled with any protocol load through the restricted unpickler."""
+    arrays = _pkl_arrays()
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump(arrays, f, protocol=protocol)
+    train, valid = _loaders(mnist_pkl(path, bs=4))
+    assert (train.x.shape, valid.x.shape) == ((12, 16), (6, 16))
+    assert torch.equal(valid.y, torch.as_tensor(arrays[1][1]))
+
+
+def test_mnist_pkl_reads_the_python2_layout(tmp_path: Path) -> None:
+    """The lesson's file: protocol 2 from Python 2, ``numpy.core`` globals, byte strings."""
+    (x_train, y_train), (x_valid, y_valid), _ = _pkl_arrays()
+
+    def array(a: np.ndarray) -> bytes:
+        shape = pickle.dumps(a.shape, protocol=2)[2:-1]
+        kind = {np.dtype(np.float32): b"f4", np.dtype(np.int64): b"i8"}[a.dtype]
+        raw = a.tobytes()
+        # What Python 2's pickle wrote: opcodes GLOBAL, SHORT_BINSTRING, BINSTRING.
+        reconstruct = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R"
+        dtype = b"cnumpy\ndtype\nU\x02" + kind + b"K\x00K\x01\x87R"
+        dtype_state = b"(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        data = b"T" + len(raw).to_bytes(4, "little") + raw
+        return b"".join([reconstruct, b"(K\x01", shape, dtype, dtype_state, b"\x89", data, b"tb"])
+
+    body = array(x_train) + array(y_train) + b"\x86" + array(x_valid) + array(y_valid) + b"\x86"
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(b"\x80\x02" + body + b"\x86.")
+    train, valid = _loaders(mnist_pkl(path, bs=4))
+    assert torch.equal(train.y, torch.as_tensor(y_train))
+    assert torch.equal(valid.y, torch.as_tensor(y_valid))
+    want_train, _ = _normalized(x_train.astype(np.float64), x_valid.astype(np.float64))
+    np.testing.assert_allclose(train.x.numpy(), want_train, atol=1e-5)
+
+
 # ---------------------------------------------------------------- load_data
 
 

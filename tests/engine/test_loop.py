@@ -457,3 +457,20 @@ def test_a_diverging_fit_stops_with_a_clear_error_by_default() -> None:
     )
     goes_on.fit(2)
     assert len(goes_on.plugins["metrics"].history) == 2  # type: ignore[attr-defined]
+
+
+def test_an_opt_func_returning_no_optimizer_is_refused_before_begin_fit(spy: Spy) -> None:
+    from engine import OptimizerError
+
+    learner = Learner(
+        tiny_model(),
+        tiny_data(),
+        opt_func=lambda params, lr: params,  # type: ignore[arg-type,return-value]
+        plugins=[spy],
+        defaults=False,
+    )
+    with pytest.raises(
+        OptimizerError, match=r"should return a torch.optim.Optimizer .*got generator"
+    ):
+        learner.fit(1)
+    assert spy.seen == []

@@ -39,7 +39,10 @@ def test_means_and_stds_are_the_training_rows_per_layer(data: ActivationData) ->
     assert isinstance(ax, Axes)
     assert ydata(ax) == [train.means[:, 0].tolist(), train.means[:, 1].tolist()]
     assert list(ax.get_lines()[0].get_xdata()) == train.iterations  # type: ignore[arg-type]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["conv", "head"]  # type: ignore[union-attr]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [  # type: ignore[union-attr]
+        "conv (Conv2d)",
+        "head (Linear)",
+    ]
     stds = ap.plot_stds(data, first=3, layers=["head"])
     assert ydata(stds) == [train.stds[:3, 1].tolist()]
 

@@ -104,8 +104,49 @@ def test_fading_with_depth_at_the_start_asks_for_init() -> None:
     result = dg.diagnose(make(stds))
     assert result.start_ratio == pytest.approx(0.02 / 0.3)
     assert result.depth_ratio == pytest.approx(1.0)
-    assert result.problems == {}
+    assert result.problems == {"grows over time": ["l2"], "fades with depth": ["l2"]}
     assert result.advice == [dg.ADVICE["init"], dg.ADVICE["norm"]]
+
+
+def test_growing_with_depth_and_over_time_are_flagged_per_layer() -> None:
+    grows = dg.diagnose(make([[1.0, 5.0, 10.1]] * ROWS))
+    assert grows.problems == {"grows with depth": ["l2"]}
+    at_ratio = dg.diagnose(make([[1.0, 10.0]] * ROWS))
+    assert at_ratio.problems == {}
+    over_time = [[0.1]] * 10 + [[1.1]] * 14  # late 1.1 over a start of 0.1
+    assert dg.diagnose(make(over_time)).problems == {"grows over time": ["l0"]}
+
+
+def test_a_faded_layer_is_not_called_dead() -> None:
+    near = [[0.2, 0.99]] * ROWS
+    result = dg.diagnose(make([[1.0, 0.05]] * ROWS, near_zero=near))
+    assert result.problems == {"fades with depth": ["l1"]}
+
+
+def test_a_non_finite_row_at_any_time_is_nan() -> None:
+    stds = [[1.0], [math.nan]] + [[1.0]] * 6
+    assert dg.diagnose(make(stds)).problems == {"nan": ["l0"]}
+
+
+def saturated_data(share: float, kind: str = "Tanh") -> ActivationData:
+    """One tanh layer over -7..7 in 40 bins: ``share`` of the values in the bins near +-1."""
+    data = make(healthy(1))
+    data.types, data.ranges, data.zero_bins = [kind], [(-7.0, 7.0)], [[19, 20]]
+    hists = torch.zeros(ROWS, 1, 40)
+    hists[..., 17] = 1000 * share / 2  # [-1.05, -0.7)
+    hists[..., 22] = 1000 * share / 2  # [0.7, 1.05)
+    hists[..., 20] = 1000 * (1 - share)  # [0, 0.35)
+    data.hists, data.bins = hists, 40
+    return data
+
+
+def test_a_bounded_activation_near_its_bounds_is_saturated() -> None:
+    result = dg.diagnose(saturated_data(dg.SATURATED + 0.01))
+    assert result.problems == {"saturated": ["l0"]}
+    assert result.layers[0].at_bounds == pytest.approx(dg.SATURATED + 0.01)
+    assert result.advice == [dg.ADVICE["saturated"]]
+    assert dg.diagnose(saturated_data(dg.SATURATED)).problems == {}
+    assert dg.diagnose(saturated_data(0.9, "ReLU")).problems == {}  # unbounded
 
 
 @pytest.mark.parametrize(
@@ -114,7 +155,8 @@ def test_fading_with_depth_at_the_start_asks_for_init() -> None:
 )
 def test_spread_flags_at_their_thresholds(std: float, flag: str) -> None:
     result = dg.diagnose(make([[1.0, std]] * ROWS))
-    assert result.problems == {flag: ["l1"]}
+    depth = {"exploding": "grows with depth", "vanishing": "fades with depth"}
+    assert result.problems == {flag: ["l1"], **({depth[flag]: ["l1"]} if flag in depth else {})}
     assert dg.ADVICE["init"] in result.advice
 
 
@@ -122,7 +164,7 @@ def test_at_the_thresholds_nothing_is_flagged() -> None:
     near = [[dg.DEAD, dg.DEAD]] * ROWS
     stds = [[dg.EXPLODING, dg.VANISHING]] * ROWS
     result = dg.diagnose(make(stds, near_zero=near, top=dg.COLLAPSED, outside=0.0))
-    assert result.problems == {}
+    assert result.problems == {"fades with depth": ["l1"]}  # the ratio, not the thresholds
 
 
 def test_collapsed_and_out_of_range() -> None:
@@ -138,6 +180,7 @@ def test_collapsed_and_out_of_range() -> None:
 def test_depth_ratio_is_last_over_first_late_std() -> None:
     grows = dg.diagnose(make([[0.5, 1.0, 6.0]] * ROWS))
     assert grows.depth_ratio == pytest.approx(12.0)
+    assert grows.problems == {"grows with depth": ["l2"]}
     assert grows.advice == [dg.ADVICE["init"], dg.ADVICE["norm"]]
     assert dg.diagnose(make([[1.0, 9.0]] * ROWS)).advice == [dg.ADVICE["ok"]]
 
@@ -161,23 +204,28 @@ def test_table_and_markdown(tmp_path: Path) -> None:
         "layer",
         "mean",
         "std",
+        "start",
+        "std",
         "peak",
         "std",
         "drop",
         "near",
         "0",
+        "at",
+        "bounds",
         "top",
         "bin",
         "outside",
         "problems",
     ]
-    assert lines[2].split() == ["l0", "0.1", "1", "1", "1", "20.0%", "70.0%", "0.0%", "ok"]
+    row = ["l0", "(Sequential)", "0.1", "1", "1", "1", "1", "20.0%", "-", "70.0%", "0.0%", "ok"]
+    assert lines[2].split() == row
     assert lines[3] == ("std last/first layer: nan late, nan over the first 10 rows; batch size 16")
     assert str(result) == result.table()
     path = result.save(tmp_path / "sub" / "diagnosis.md")
     text = path.read_text()
     assert text.startswith("# Diagnosis of the activations\n")
-    assert "| l0 | 0.1 | 1 | 1 | 1 | 20.0% | 70.0% | 0.0% | ok |" in text
+    assert "| l0 (Sequential) | 0.1 | 1 | 1 | 1 | 1 | 20.0% | - | 70.0% | 0.0% | ok |" in text
     assert [p.name for p in path.parent.iterdir()] == ["diagnosis.md"]
 
 

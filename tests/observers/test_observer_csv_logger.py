@@ -146,3 +146,41 @@ def test_resumed_fit_keeps_earlier_epochs(tmp_path: Path) -> None:
     fit(4, Resume(2))  # epochs 2, 3 again, as after resuming from epoch 1's checkpoint
     with open(tmp_path / "metrics.csv", newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2", "3"]
+
+
+def test_a_folder_path_is_refused_when_created(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"path '.*' is a folder; give a file path"):
+        CSVLogger(tmp_path)
+
+
+def test_a_relative_folder_path_is_refused_at_begin_fit(tmp_path: Path) -> None:
+    """Relative to the out_dir, a folder is found when the fit starts, on one line."""
+    from engine import PluginError
+
+    (tmp_path / "logs").mkdir()
+    learner = Learner(
+        tiny_model(), tiny_data(), plugins=[CSVLogger("logs")], defaults=False, out_dir=tmp_path
+    )
+    with pytest.raises(PluginError) as info:
+        learner.fit(1)
+    assert str(info.value) == (
+        f"plugin 'csv_logger': path '{tmp_path / 'logs'}' is a folder; give a file path for "
+        f"the CSV rows, e.g. -p csv_logger:path={tmp_path / 'logs' / 'metrics.csv'}"
+    )
+
+
+def test_a_fit_stopped_before_its_first_epoch_ends_keeps_the_old_file(tmp_path: Path) -> None:
+    class Stop:
+        order = 200
+
+        def begin_fit(self, learner: Any) -> None:
+            raise RuntimeError("bad input found at begin_fit")
+
+    old = tmp_path / "metrics.csv"
+    old.write_text("epoch,train_loss\n0,1.5\n")
+    learner = Learner(
+        tiny_model(), tiny_data(), plugins=[CSVLogger(), Stop()], defaults=False, out_dir=tmp_path
+    )
+    with pytest.raises(RuntimeError):
+        learner.fit(2)
+    assert old.read_text() == "epoch,train_loss\n0,1.5\n"

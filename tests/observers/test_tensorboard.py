@@ -74,11 +74,11 @@ def test_activation_histograms_per_epoch_match_the_recorded_data(tmp_path: Path)
     fit(tmp_path, stats, board)
     events = read(tmp_path / "tensorboard")
     assert set(events.Tags()["histograms"]) == {
-        f"{kind}/{name}" for kind in ("activations", "gradients") for name in "01234"
+        f"{kind}/{name} (Conv2d+ReLU)" for kind in ("activations", "gradients") for name in "01"
     }
     data = stats.data
     assert data is not None
-    for epoch, event in enumerate(events.Histograms("activations/1")):
+    for epoch, event in enumerate(events.Histograms("activations/1 (Conv2d+ReLU)")):
         rows = [i for i, e in enumerate(data.epochs) if e == epoch]
         value = event.histogram_value
         assert event.step == epoch

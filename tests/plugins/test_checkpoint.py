@@ -340,9 +340,29 @@ def test_accuracy_is_maximised(tmp_path: Path) -> None:
     assert (best["epoch"], best["best"], best["mode"]) == (1, 0.75, "max")
 
 
-def test_unknown_monitor_lists_the_log_after_writing_last(tmp_path: Path) -> None:
-    with pytest.raises(ValueError) as info:
+def test_unknown_monitor_stops_the_fit_before_anything_is_written(tmp_path: Path) -> None:
+    """Every plugin declares its log_keys: a monitor none writes fails at begin_fit."""
+    with pytest.raises(PluginError) as info:
         learner(tmp_path, monitor="valid_acc").fit(2)
+    assert str(info.value) == (
+        "plugin 'checkpoint': monitor 'valid_acc' is not written into learner.log by any "
+        "plugin (did you mean 'valid_accuracy'?); the plugins write: epoch, train_loss, "
+        "train_accuracy, valid_loss, valid_accuracy, time. Set -p checkpoint:monitor= to one "
+        "of them, or monitor=none to write only last.pt (a plugin of your own that writes "
+        "other keys declares them in its log_keys attribute)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_monitor_lists_the_log_after_writing_last(tmp_path: Path) -> None:
+    """A plugin without log_keys may write the monitor: the check waits for the epoch's log."""
+
+    class Undeclared:
+        def after_epoch(self, learner: Any) -> None:
+            pass
+
+    with pytest.raises(ValueError) as info:
+        learner(tmp_path, Undeclared(), monitor="valid_acc").fit(2)
     assert str(info.value) == (
         "plugin 'checkpoint': monitor 'valid_acc' is not in learner.log; available: epoch, "
         "time, train_accuracy, train_loss, valid_accuracy, valid_loss. Set monitor= to one "

@@ -201,11 +201,45 @@ def test_monitors_the_metrics_observers_valid_loss_by_default() -> None:
     assert stopper.best == min(history)
 
 
-def test_unknown_metric_lists_the_available_keys() -> None:
+def test_unknown_metric_stops_the_fit_before_the_first_epoch() -> None:
+    """With only plugins that declare their log_keys, a monitor none writes fails at begin_fit."""
+    epochs: list[int] = []
+
+    class Declared:
+        log_keys = ("score",)
+
+        def begin_epoch(self, learner: Any) -> None:
+            epochs.append(learner.epoch)
+
     learner = Learner(
         tiny_model(),
         tiny_data(),
-        plugins=["no:progress", "early_stopping:monitor=valid_acc,mode=max"],
+        plugins=["no:progress", "early_stopping:monitor=valid_acc,mode=max", Declared()],
+    )
+    with pytest.raises(PluginError) as info:
+        learner.fit(1)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value) == (
+        "plugin 'early_stopping': monitor 'valid_acc' is not written into learner.log by any "
+        "plugin (did you mean 'valid_accuracy'?); the plugins write: epoch, score, "
+        "train_loss, train_accuracy, valid_loss, valid_accuracy, time. Set -p "
+        "early_stopping:monitor= to one of them (a plugin of your own that writes other keys "
+        "declares them in its log_keys attribute)"
+    )
+    assert epochs == []
+
+
+def test_unknown_metric_with_an_undeclared_plugin_is_found_after_the_epoch() -> None:
+    """A plugin without log_keys may write any key: the check waits for the epoch's log."""
+
+    class Undeclared:
+        def after_epoch(self, learner: Any) -> None:
+            pass
+
+    learner = Learner(
+        tiny_model(),
+        tiny_data(),
+        plugins=["no:progress", "early_stopping:monitor=valid_acc,mode=max", Undeclared()],
     )
     message = (
         r"learner.log has no 'valid_acc' at epoch 0; available: epoch, train_loss, "

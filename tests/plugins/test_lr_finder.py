@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from engine import Learner
 from engine import PluginError
 from engine.cli import main
 from engine.learner_state import FIT_ATTRIBUTES
+from plugins._lr_find_result import valley
 from plugins.lr_finder import LRFinder
 from plugins.lr_finder import LRFindResult
 from plugins.lr_finder import lr_find
@@ -240,21 +242,57 @@ def test_suggestions_on_a_known_curve() -> None:
     lrs = [10.0 ** (-5 + 0.5 * i) for i in range(11)]
     losses = [5.0, 5.0, 4.9, 4.5, 3.0, 1.0, 0.8, 0.7, 0.75, 2.0, float("nan")]
     # central differences over log10(lr), step 0.5: the most negative is at i=4, (1.0-4.5)/1.0
+    # the longest valley: 5.0 (i=0), 4.9, 4.5, 3.0, 1.0, 0.8, 0.7 (i=7); halfway: i=3
     found = suggest(lrs, losses)
-    assert found == {"steepest": lrs[4], "min/10": lrs[7] / 10}
+    assert found == {"valley": lrs[3], "steepest": lrs[4], "min/10": lrs[7] / 10}
     # from i=5 on: one-sided at the start, (0.8-1.0)/0.5 = -0.4, the most negative
-    assert suggest(lrs, losses, skip_start=5) == {"steepest": lrs[5], "min/10": lrs[7] / 10}
+    assert suggest(lrs, losses, skip_start=5) == {
+        "valley": lrs[6],
+        "steepest": lrs[5],
+        "min/10": lrs[7] / 10,
+    }
     assert suggest(lrs[:1], losses[:1]) == {}
 
 
+def test_the_longest_valley_and_not_the_deepest_drop() -> None:
+    """The points need not be adjacent: a bump does not end the valley."""
+    losses = [3.0, 2.9, 2.8, 2.7, 2.6, 2.5, 2.6, 2.7, 0.5, 5.0]
+    assert valley(losses) == (0, 8)
+    assert valley([1.0, 2.0, 3.0]) == (0, 0)
+    assert valley([]) == (0, 0)
+
+
+def test_a_flat_sweep_suggests_nothing_and_says_so() -> None:
+    """The issue's digits sweep: the smoothed loss stays at chance level, 2.304-2.318."""
+    lrs = [10.0 ** (-7 + 0.08 * i) for i in range(100)]
+    smoothed = [2.31 + 0.007 * math.sin(i) for i in range(100)]
+    assert suggest(lrs, smoothed, skip_start=10) == {}
+    result = LRFindResult(lrs, smoothed, smoothed, "completed num_it=100", skip_start=10)
+    assert result.suggestions == {}
+    text = str(result)
+    assert "no suggestion: the smoothed loss never fell by 10% over the sweep" in text
+    assert "suggested lr" not in text
+    falls = [2.3 - 0.3 * i / 99 for i in range(100)]  # 13% down: enough
+    assert set(suggest(lrs, falls, skip_start=10)) == {"valley", "steepest", "min/10"}
+
+
+def test_the_sweep_prints_no_epoch_row(capsys: pytest.CaptureFixture[str]) -> None:
+    learner = Learner(tiny_model(), tiny_data(), plugins=["progress:bar=false"])
+    lr_find(learner, num_it=12)
+    assert capsys.readouterr().out == ""
+    assert "progress" in learner.plugins
+
+
 def test_result_plot_marks_the_suggestions() -> None:
-    result = lr_find(make_learner(), num_it=12, stop_div=False)
+    lrs = [10.0 ** (-5 + 0.5 * i) for i in range(11)]
+    losses = [5.0, 5.0, 4.9, 4.5, 3.0, 1.0, 0.8, 0.7, 0.75, 2.0, 9.0]
+    result = LRFindResult(lrs, losses, losses, "completed num_it=11")
     ax = result.plot()
     assert ax.get_xscale() == "log"
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels[:2] == ["loss", "smoothed loss"]
-    assert [str(label).split(":")[0] for label in labels[2:]] == ["steepest", "min/10"]
-    assert str(result).splitlines()[1].startswith("suggested lr (steepest): ")
+    assert [str(label).split(":")[0] for label in labels[2:]] == ["valley", "steepest", "min/10"]
+    assert str(result).splitlines()[1].startswith("suggested lr (valley): ")
 
 
 @pytest.mark.parametrize(
@@ -297,7 +335,8 @@ def test_cli_prints_suggestions_and_writes_the_plot(
     argv = ["lr-find", "--num-it", "12", "--bs", "128", "--out", str(tmp_path), "-p", "no:progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "lr_find: 12 iterations" in out and "suggested lr (min/10): " in out
+    assert "lr_find: 12 iterations" in out
+    assert "suggested lr (min/10): " in out or "no suggestion: the smoothed loss never" in out
     assert (tmp_path / "lr_find.png").stat().st_size > 1000
     assert main(["lr-find", "--min-lr", "1", "--max-lr", "0.1", "--out", str(tmp_path)]) == 2
     assert (
