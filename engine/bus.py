@@ -27,6 +27,7 @@ still run: the loop sends the signal, before the plugins, when it has receivers.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -40,9 +41,11 @@ from typing import cast
 from engine import events as _events
 from engine._checks import did_you_mean
 from engine.exceptions import PluginValidationError
-from engine.manager import trace_log
 
 _EVENT_LIKE = re.compile(r"^(begin|after|before)_\w+$")
+
+trace_log = logging.getLogger("lookinside.trace")
+"""Where ``LOOKINSIDE_TRACE=1`` logs hook calls, events sent and receivers called."""
 
 P = TypeVar("P")
 
@@ -59,26 +62,42 @@ def plugin_name(plugin: object) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
 
 
+def check_event_names(plugin: object, name: str) -> None:
+    """Refuse a plugin (class or object) with a method named like an event that is none.
+
+    Made when a plugin object is attached (:func:`event_methods`) and when a plugin
+    class is registered by a plugin module, so a typo is caught on every path in.
+
+    :raises PluginValidationError: naming the method and the closest event.
+    """
+    for attr in dir(plugin):
+        if (
+            _EVENT_LIKE.match(attr)
+            and attr not in _events.EVENTS
+            and callable(getattr(plugin, attr, None))
+        ):
+            raise PluginValidationError(
+                f"plugin {name!r}: method {attr!r} looks like an event but no event has "
+                f"that name{did_you_mean(attr, _events.EVENTS)}; events: {', '.join(_events.EVENTS)}. Rename "
+                "a helper method so it does not start with begin_/after_/before_ (e.g. "
+                "prefix '_')."
+            )
+
+
 def event_methods(plugin: object, name: str) -> dict[str, Callable[..., Any]]:
     """The plugin's receivers by event, after checking names and signatures.
 
     :raises PluginValidationError: a method looks like an event but is none, or
         a receiver cannot be called with the learner alone.
     """
+    check_event_names(plugin, name)
     found: dict[str, Callable[..., Any]] = {}
     for attr in dir(plugin):
-        if not _EVENT_LIKE.match(attr):
+        if attr not in _events.EVENTS:
             continue
         method = getattr(plugin, attr, None)
         if not callable(method):
             continue
-        if attr not in _events.EVENTS:
-            raise PluginValidationError(
-                f"plugin {name!r}: method {attr!r} looks like an event but no event has "
-                f"that name{did_you_mean(attr, _events.EVENTS)}; events: "
-                f"{', '.join(_events.EVENTS)}. Rename a helper method so it does not start "
-                "with begin_/after_/before_ (e.g. prefix '_')."
-            )
         _check_signature(name, attr, method)
         found[attr] = method
     return found

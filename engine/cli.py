@@ -1,7 +1,11 @@
 """The ``lookinside`` command: ``fit``, ``plugins``, ``new-plugin``, and what plugins add.
 
 Other commands come through the ``lookinside_commands`` hook, the built-in ones
-(``demo``, ``lr-find``) the same way as a third party's.
+(``demo``, ``lr-find``) the same way as a third party's. Each module's hook is
+called on its own: one that fails, or adds a command another module added first,
+is listed by ``lookinside plugins`` (naming both) and the other commands work.
+Built-in command names are reserved; between two third parties the first loaded
+keeps the name.
 
 Bad input (an unknown dataset or plugin, a bad option value, a missing file)
 ends with a one-line ``lookinside: error: ...`` on stderr and exit status 2.
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
+from typing import cast
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
     from engine.data import DataBunch
     from engine.learner import Learner
     from engine.manager import Catalog
+    from engine.manager import Origin
 
 
 def _positive_int(text: str) -> int:
@@ -202,15 +208,56 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """The sub-parsers, knowing who added each command: a name taken is an error naming both.
+
+    The ``commands`` a ``lookinside_commands`` hook receives.
+    """
+
+    owners: dict[str, Origin]
+    """Who added each command name (filled by :func:`build_parser`)."""
+    adding: Origin
+    """Whose hook is running now."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        from engine.exceptions import PluginError
+        from engine.manager import BUILTIN_DISTRIBUTION
+        from engine.manager import RESERVED_FIX
+        from engine.manager import clash
+
+        names = [name, *kwargs.get("aliases", ())]
+        for each in names:
+            if each in self.owners:
+                first = self.owners[each]
+                builtin = first.distribution == BUILTIN_DISTRIBUTION
+                fix = RESERVED_FIX if builtin else "the first is kept; uninstall one of them"
+                raise PluginError(clash("command", each, first, self.adding, fix))
+        parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
+        self.owners.update(dict.fromkeys(names, self.adding))
+        return parser
+
+
 def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
-    """The ``lookinside`` parser, with the subcommands plugin modules add."""
+    """The ``lookinside`` parser, with the subcommands plugin modules add.
+
+    Who added each command is recorded in ``catalog.commands``, and the modules
+    whose hook failed or clashed in ``catalog.broken_commands``.
+    """
+    from engine.manager import BUILTIN_DISTRIBUTION
+    from engine.manager import Origin
+
     parser = argparse.ArgumentParser(
         prog="lookinside",
         description="Train PyTorch models with plugins on an event bus, and look inside them.",
     )
     parser.add_argument("--version", action=_VersionAction)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = cast(
+        _Commands, parser.add_subparsers(dest="command", metavar="COMMAND", action=_Commands)
+    )
     commands.required = True
+    commands.owners = {} if catalog is None else catalog.commands
+    commands.owners.clear()
+    commands.adding = Origin("built-in", BUILTIN_DISTRIBUTION, "")
 
     fit = commands.add_parser(
         "fit",
@@ -247,8 +294,32 @@ def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
     scaffold.add_argument("dir", nargs="?", default=".", help="where to write it (default .)")
     scaffold.set_defaults(run=_new_plugin)
     if catalog is not None:
-        catalog.pm.hook.lookinside_commands(commands=commands)
+        _add_plugin_commands(catalog, commands)
     return parser
+
+
+def _add_plugin_commands(catalog: Catalog, commands: _Commands) -> None:
+    """Call each module's ``lookinside_commands`` on its own, built-in modules first."""
+    from engine.manager import BUILTIN_DISTRIBUTION
+
+    pm = catalog.pm
+    catalog.broken_commands.clear()
+    modules = sorted(
+        catalog.modules.items(), key=lambda item: item[1].distribution != BUILTIN_DISTRIBUTION
+    )
+    for name, origin in modules:
+        module = pm.get_plugin(name)
+        if module is None:
+            continue
+        others = [plugin for plugin in pm.get_plugins() if plugin is not module]
+        commands.adding = origin
+        try:
+            pm.subset_hook_caller("lookinside_commands", remove_plugins=others)(commands=commands)
+        except Exception as exc:  # noqa: BLE001 -- one module's commands never break the others
+            from engine.manager import BrokenPlugin
+
+            error = f"{type(exc).__name__}: {exc}"
+            catalog.broken_commands[name] = BrokenPlugin(name, origin, error)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

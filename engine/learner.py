@@ -34,6 +34,7 @@ from engine.bus import AroundForward
 from engine.bus import PluginBus
 from engine.bus import Receiver
 from engine.bus import plugin_name
+from engine.bus import trace_log
 from engine.config import Config
 from engine.config import load_config
 from engine.coordinator import Coordinator
@@ -46,7 +47,6 @@ from engine.exceptions import CancelTrainException
 from engine.exceptions import DataError
 from engine.manager import Catalog
 from engine.manager import load_catalog
-from engine.manager import trace_log
 from engine.manager import tracing
 from engine.selection import PluginRequest
 from engine.selection import select

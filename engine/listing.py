@@ -99,6 +99,16 @@ def describe_plugins(
                 f"'{origin.entry_point}']"
             )
             lines.append(f"    {broken.error}")
+    if catalog.broken_commands:
+        lines.append("")
+        lines.append("Commands left out (their lookinside_commands failed; other commands work):")
+        for broken in catalog.broken_commands.values():
+            origin = broken.origin
+            lines.append(
+                f"  {broken.name}  [{origin.distribution} {origin.version}, entry point "
+                f"'{origin.entry_point}']"
+            )
+            lines.append(f"    {broken.error}")
     if catalog.broken_datasets:
         lines.append("")
         lines.append("Dataset names registered twice (--data NAME):")

@@ -9,7 +9,16 @@ every dataset, and every module that failed to load, with its error.
 The built-in datasets come through the door too (the ``datasets`` entry point,
 :mod:`engine.datasets`), and their names are reserved: a third-party dataset
 that takes one is reported in :attr:`Catalog.broken_datasets`, naming both
-distributions, and the built-in one stays.
+distributions, and the built-in one stays. Built-in plugin names are reserved
+the same way (the third party's plugin is listed in :attr:`Catalog.broken`), and
+so are the built-in command names (:mod:`engine.cli`).
+
+A module is checked before it is registered: a ``lookinside_*`` function that
+is no hook (``lookinside_registr``), or a hook function left without
+``@hookimpl``, makes it broken, with the closest hook name. A plugin class is
+checked when it is registered: a method named like an event (``begin_*``,
+``after_*``, ``before_*``) that is none (``after_stp``) makes it broken, with the
+closest event name, as attaching it from Python does (:func:`engine.bus.event_methods`).
 
 Environment variables:
 
@@ -18,8 +27,10 @@ Environment variables:
     ``plugins=["NAME"]``). The built-in plugins of the ``lookinside``
     distribution always load.
 ``LOOKINSIDE_PLUGINS=a,b``
-    An allow-list: only the third-party plugins named are loaded (built-in ones
-    always are); naming another one is an error saying so. Empty: none.
+    An allow-list: only the third-party entry points named, or those of the
+    distributions named (``lookinside-weightwatch``), are loaded (built-in ones
+    always are); naming another one is an error saying so. Empty: none. A name
+    that is no entry point, plugin or distribution gets a warning.
 ``LOOKINSIDE_TRACE=1``
     Log every hook call (and every event sent, see :mod:`engine.bus`).
 """
@@ -30,6 +41,7 @@ import importlib.metadata
 import inspect
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,9 +53,12 @@ import pluggy
 
 from engine import hookspecs
 from engine._checks import did_you_mean
+from engine.bus import check_event_names
+from engine.bus import trace_log
 from engine.events import EVENTS
 from engine.exceptions import DataError
 from engine.exceptions import PluginError
+from engine.exceptions import PluginValidationError
 from engine.options import Option
 from engine.options import options_from_factory
 
@@ -53,11 +68,11 @@ BUILTIN_DISTRIBUTION = "lookinside"
 REQUIRED_PLUGINS: tuple[str, ...] = ()
 """Plugins the loop needs; they are always enabled and cannot be turned off."""
 
-trace_log = logging.getLogger("lookinside.trace")
-"""The logger ``LOOKINSIDE_PLUGINS=a,b``
-    An allow-list: only the third-party plugins named are loaded (built-in ones
-    always are); naming another one is an error saying so. Empty: none.
-``LOOKINSIDE_TRACE=1`` writes to (a stderr handler is added if none)."""
+RESERVED_FIX = "the built-in one is kept, the other left out (built-in names are reserved)"
+"""How a clash with a built-in name ends, in the messages that name both."""
+
+HOOKS: tuple[str, ...] = tuple(name for name in vars(hookspecs) if name.startswith("lookinside_"))
+"""The names of the hooks a plugin module may implement."""
 
 
 def tracing() -> bool:
@@ -191,6 +206,12 @@ class Catalog:
     """Third-party entry points not imported because autoload is off."""
     blocked: dict[str, importlib.metadata.EntryPoint] = field(default_factory=dict)
     """Third-party entry points left out by the ``LOOKINSIDE_PLUGINS`` allow-list."""
+    modules: dict[str, Origin] = field(default_factory=dict)
+    """Every plugin module registered with :attr:`pm`, by its name there, with its origin."""
+    commands: dict[str, Origin] = field(default_factory=dict)
+    """Who added each subcommand, filled in when the command line is built (:mod:`engine.cli`)."""
+    broken_commands: dict[str, BrokenPlugin] = field(default_factory=dict)
+    """Modules whose ``lookinside_commands`` failed or clashed, by module name."""
 
     def get(self, name: str) -> PluginSpec:
         """The plugin called ``name``, loading it now if autoload skipped it."""
@@ -202,9 +223,11 @@ class Catalog:
             _load_entry_point(self, self.unloaded.pop(name))
             return self.get(name)
         if name in self.blocked:
+            dist_name = _distribution(self.blocked[name])[0]
             raise PluginError(
                 f"plugin {name!r} is installed but not in LOOKINSIDE_PLUGINS "
-                f"({os.environ.get('LOOKINSIDE_PLUGINS', '')!r}); add it there to use it"
+                f"({os.environ.get('LOOKINSIDE_PLUGINS', '')!r}); add it, or its "
+                f"distribution {dist_name}, there to use it"
             )
         available = sorted(self.plugins) + sorted(self.unloaded)
         hint = did_you_mean(name, available)
@@ -276,17 +299,36 @@ def load_catalog(
     catalog = Catalog(make_plugin_manager())
     if entry_points is None:
         entry_points = importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP)
+    # built-ins first, so that they hold their names whatever order the entry points come in
+    ordered = sorted(entry_points, key=lambda ep: _distribution(ep)[0] != BUILTIN_DISTRIBUTION)
     allowed = allow_list()
-    for ep in entry_points:
-        if _distribution(ep)[0] == BUILTIN_DISTRIBUTION:
+    for ep in ordered:
+        dist_name = _distribution(ep)[0]
+        if dist_name == BUILTIN_DISTRIBUTION:
             _load_entry_point(catalog, ep)
-        elif allowed is not None and ep.name not in allowed:
+        elif allowed is not None and ep.name not in allowed and dist_name not in allowed:
             catalog.blocked.setdefault(ep.name, ep)
         elif autoload:
             _load_entry_point(catalog, ep)
         else:
             catalog.unloaded.setdefault(ep.name, ep)
+    if allowed:
+        _warn_unmatched(allowed, ordered, catalog)
     return catalog
+
+
+def _warn_unmatched(
+    allowed: frozenset[str], entry_points: list[importlib.metadata.EntryPoint], catalog: Catalog
+) -> None:
+    """Warn about the ``LOOKINSIDE_PLUGINS`` names that match no entry point, plugin or dist."""
+    known = {ep.name for ep in entry_points} | {_distribution(ep)[0] for ep in entry_points}
+    known |= set(catalog.plugins)
+    for name in sorted(allowed - known):
+        warnings.warn(
+            f"LOOKINSIDE_PLUGINS names {name!r}, which is no installed plugin, entry point "
+            f"or distribution{did_you_mean(name, known)}; it is ignored",
+            stacklevel=3,
+        )
 
 
 def _distribution(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
@@ -299,13 +341,19 @@ def _distribution(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
 def _load_entry_point(catalog: Catalog, ep: importlib.metadata.EntryPoint) -> None:
     dist_name, version = _distribution(ep)
     origin = Origin(f"{ep.name} = {ep.value}", dist_name, version)
-    if ep.name in catalog.plugins or ep.name in catalog.broken:
-        other = (catalog.plugins.get(ep.name) or catalog.broken[ep.name]).origin
+    taken = (
+        catalog.modules.get(ep.name) or catalog.plugins.get(ep.name) or catalog.broken.get(ep.name)
+    )
+    if taken is not None:
+        other = taken if isinstance(taken, Origin) else taken.origin
         if (other.distribution, other.entry_point) == (dist_name, origin.entry_point):
             return  # the same entry point seen twice (e.g. a dist on sys.path twice)
-        error = _clash("plugin", ep.name, other, origin)
+        if other.distribution == BUILTIN_DISTRIBUTION:
+            error = clash("plugin", ep.name, other, origin, RESERVED_FIX)
+        else:
+            error = clash("plugin", ep.name, other, origin)
+            catalog.plugins.pop(ep.name, None)
         catalog.broken[ep.name] = BrokenPlugin(ep.name, origin, error)
-        catalog.plugins.pop(ep.name, None)
         return
     try:
         module = ep.load()
@@ -315,9 +363,10 @@ def _load_entry_point(catalog: Catalog, ep: importlib.metadata.EntryPoint) -> No
     _register_module(catalog, module, ep.name, origin)
 
 
-def _clash(
+def clash(
     kind: str, name: str, first: Origin, second: Origin, fix: str = "uninstall one of them"
 ) -> str:
+    """The message for a ``kind`` name two distributions register, naming both, and the fix."""
     return (
         f"two distributions register the {kind} name {name!r}: {first.distribution} "
         f"({first.entry_point}) and {second.distribution} ({second.entry_point}); {fix}"
@@ -345,18 +394,70 @@ def _add_dataset(catalog: Catalog, spec: DatasetSpec) -> None:
         kept = builtin[0]
         left_out = first if kept is spec else spec.origin
         catalog.datasets[name] = kept
-        fix = "the built-in one is kept, the other left out (built-in names are reserved)"
-        error = _clash("dataset", name, kept.origin, left_out, fix)
+        error = clash("dataset", name, kept.origin, left_out, RESERVED_FIX)
         catalog.broken_datasets[name] = BrokenDataset(name, left_out, error)
         return
     catalog.datasets.pop(name, None)
-    error = _clash("dataset", name, first, spec.origin)
+    error = clash("dataset", name, first, spec.origin)
     catalog.broken_datasets[name] = BrokenDataset(name, spec.origin, error)
+
+
+def _add_plugin(catalog: Catalog, spec: PluginSpec) -> None:
+    """Catalogue ``spec``; when its name is taken, record the clash naming both origins.
+
+    A built-in plugin keeps its name whichever loads first; between two third
+    parties neither wins.
+    """
+    name = spec.name
+    taken = catalog.plugins.get(name)
+    if taken is None:
+        catalog.plugins[name] = spec
+        return
+    builtin = [s for s in (taken, spec) if s.origin.distribution == BUILTIN_DISTRIBUTION]
+    if builtin:
+        kept = builtin[0]
+        left_out = spec if kept is taken else taken
+        catalog.plugins[name] = kept
+        error = clash("plugin", name, kept.origin, left_out.origin, RESERVED_FIX)
+        catalog.broken[name] = BrokenPlugin(name, left_out.origin, error)
+        return
+    catalog.plugins.pop(name)
+    error = clash("plugin", name, taken.origin, spec.origin)
+    catalog.broken[name] = BrokenPlugin(name, spec.origin, error)
+
+
+def check_hook_names(pm: pluggy.PluginManager, module: object, name: str) -> None:
+    """Refuse a module whose ``lookinside_*`` functions are no hook or lack ``@hookimpl``.
+
+    pluggy passes both over in silence: ``lookinside_registr`` would be an
+    unknown hook, and a hook function without the marker is never called.
+
+    :param pm: the manager the module is about to be registered with.
+    :param module: the plugin module.
+    :param name: its name, for the message.
+    :raises PluginValidationError: naming the function and the closest hook.
+    """
+    for attr in sorted(vars(module) if hasattr(module, "__dict__") else ()):
+        function = getattr(module, attr, None)
+        if not attr.startswith("lookinside_") or not inspect.isfunction(function):
+            continue
+        if attr not in HOOKS:
+            raise PluginValidationError(
+                f"plugin module {name!r}: function {attr!r} is no hook"
+                f"{did_you_mean(attr, HOOKS)}; hooks: {', '.join(HOOKS)}"
+            )
+        if pm.parse_hookimpl_opts(module, attr) is None:
+            raise PluginValidationError(
+                f"plugin module {name!r}: function {attr!r} is not marked with @hookimpl, "
+                "so it would never be called; add '@hookimpl' (from engine import hookimpl) "
+                "above it"
+            )
 
 
 def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -> None:
     pm = catalog.pm
     try:
+        check_hook_names(pm, module, name)
         pm.register(module, name=name)
     except Exception as exc:  # noqa: BLE001 -- pluggy validation: bad hookimpl signatures etc.
         catalog.broken[name] = BrokenPlugin(name, origin, f"{type(exc).__name__}: {exc}")
@@ -378,6 +479,8 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
                 f"plugin {plugin_name!r}: register() expects a plugin class or factory, "
                 f"got {factory!r}"
             )
+        if isinstance(factory, type):
+            check_event_names(factory, plugin_name)
         if isinstance(factory, type) and not any(
             callable(getattr(factory, e, None)) for e in EVENTS
         ):
@@ -420,13 +523,8 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
         pm.unregister(module)
         catalog.broken[name] = BrokenPlugin(name, origin, f"{type(exc).__name__}: {exc}")
         return
+    catalog.modules[name] = origin
     for spec in registered:
-        if spec.name in catalog.plugins:
-            other = catalog.plugins.pop(spec.name).origin
-            catalog.broken[spec.name] = BrokenPlugin(
-                spec.name, origin, _clash("plugin", spec.name, other, origin)
-            )
-        else:
-            catalog.plugins[spec.name] = spec
+        _add_plugin(catalog, spec)
     for dataset in datasets:
         _add_dataset(catalog, dataset)

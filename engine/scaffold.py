@@ -4,6 +4,10 @@ The package holds a ``setup.cfg`` with the ``lookinside.plugins`` entry point, a
 ``pyproject.toml`` naming the build system, a README, the plugin module and a
 test. As generated, ``pip install .`` then ``python -m pytest tests`` passes, and
 ``lookinside fit -p NAME`` uses the plugin.
+
+The names of the built-in plugins, plugin modules, datasets and commands are
+reserved (a package taking one would be left out once installed), so they are
+refused here.
 """
 
 from __future__ import annotations
@@ -138,16 +142,44 @@ def test_is_installed_as_a_lookinside_plugin() -> None:
 '''
 
 
+def _builtin_use(name: str) -> str | None:
+    """What built-in thing is called ``name`` (a command also as ``new-plugin``), or ``None``."""
+    from engine.cli import build_parser
+    from engine.manager import BUILTIN_DISTRIBUTION
+    from engine.manager import load_catalog
+
+    catalog = load_catalog(autoload=False)
+    build_parser(catalog)
+    kinds = {
+        "plugin": {n: s.origin for n, s in catalog.plugins.items()},
+        "plugin module": catalog.modules,
+        "dataset": {n: d.origin for n, d in catalog.datasets.items()},
+        "command": catalog.commands,
+    }
+    for kind, origins in kinds.items():
+        for candidate in (name, name.replace("_", "-")):
+            origin = origins.get(candidate)
+            if origin is not None and origin.distribution == BUILTIN_DISTRIBUTION:
+                return f"{kind} ({origin.entry_point})" if kind != "command" else kind
+    return None
+
+
 def new_plugin(name: str, directory: str | Path = ".") -> Path:
     """Write the package ``lookinside-NAME`` into ``directory``; returns its folder.
 
-    :raises LookinsideError: the name is not a lowercase identifier, or the
-        folder exists already (nothing is overwritten).
+    :raises LookinsideError: the name is not a lowercase identifier, is a
+        built-in name, or the folder exists already (nothing is overwritten).
     """
     if not _NAME.match(name):
         raise LookinsideError(
             f"plugin name {name!r} should be a lowercase identifier such as 'grad_watch' "
             "(letters, digits, underscores; starting with a letter)"
+        )
+    builtin = _builtin_use(name)
+    if builtin is not None:
+        raise LookinsideError(
+            f"{name!r} is the name of a built-in {builtin} and built-in names are reserved; "
+            "choose another name"
         )
     dist = "lookinside-" + name.replace("_", "-")
     module = "lookinside_" + name

@@ -9,16 +9,23 @@ The same rules serve Python and the CLI:
 - ``"no:NAME"`` turns a plugin off (a required one cannot be);
 - ``("NAME", {"key": value})`` enables a plugin with Python values;
 - a plugin object is attached as it is; a plugin class is created with no
-  arguments.
+  arguments;
+- ``"package.module:Class"`` (a dotted module, a colon, a class name, no ``=``)
+  imports the module and creates the class with no arguments, like a plugin
+  class given in Python: a local plugin, used without packaging it. It is not
+  catalogued, so it takes no options (``NAME:key=value`` always has an ``=``).
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+from engine._checks import did_you_mean
 from engine._checks import in_plugin
 from engine.config import Config
 from engine.exceptions import PluginError
@@ -32,6 +39,35 @@ from engine.options import parse_plugin_arg
 
 PluginRequest = Any
 """A str, a ``(name, options)`` pair, a plugin object or a plugin class."""
+
+_LOCAL_CLASS = re.compile(r"^\s*([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+):([A-Za-z_]\w*)\s*$")
+"""``package.module:Class``: a dotted module before the colon, an identifier after it."""
+
+
+def local_plugin_class(request: str) -> type | None:
+    """The class ``package.module:Class`` names, imported; ``None`` for any other request.
+
+    :raises PluginError: the module cannot be imported, or has no such class.
+    """
+    match = _LOCAL_CLASS.match(request)
+    if match is None:
+        return None
+    module_name, class_name = match.groups()
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PluginError(
+            f"-p {request.strip()!r}: cannot import module {module_name!r} ({exc}); is it on "
+            "sys.path (the current folder, PYTHONPATH)?"
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        classes = [name for name, value in vars(module).items() if isinstance(value, type)]
+        raise PluginError(
+            f"-p {request.strip()!r}: module {module_name!r} has no class {class_name!r}"
+            f"{did_you_mean(class_name, classes)}"
+        )
+    return cls
 
 
 @dataclass
@@ -115,6 +151,10 @@ def _apply(
     for request in requests:
         if isinstance(request, str) and request.startswith("no:"):
             _turn_off(catalog, request[3:].strip(), chosen)
+            continue
+        local = local_plugin_class(request) if isinstance(request, str) else None
+        if local is not None:
+            objects.append(local())
             continue
         if isinstance(request, str):
             name, given = parse_plugin_arg(request)

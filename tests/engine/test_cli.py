@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
+from tests.helpers import fake_distribution
 from tests.outcomes import CLI_FIT_ON_DIGITS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -151,3 +152,52 @@ def test_version_names_lookinside_torch_torchvision_and_python(
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"lookinside {engine.__version__}, torch {torch.__version__}, ")
     assert line.endswith(f", Python {platform.python_version()}") and "torchvision " in line
+
+
+REPORT_MODULE = """
+from engine import hookimpl
+
+def report(args):
+    print("report {label}")
+    return 0
+
+@hookimpl
+def lookinside_commands(commands):
+    commands.add_parser("{command}", help="a report").set_defaults(run=report)
+"""
+
+
+def _command_module(command: str, label: str) -> str:
+    return REPORT_MODULE.replace("{command}", command).replace("{label}", label)
+
+
+def test_two_distributions_with_one_command_break_neither_cli_nor_each_other(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first keeps the command; the clash is listed naming both; other commands work."""
+    fake_distribution(
+        site, "dist-one", {"ww": "fake_ww_one"}, {"fake_ww_one": _command_module("ww-report", "1")}
+    )
+    fake_distribution(
+        site, "dist-two", {"ww2": "fake_ww_two"}, {"fake_ww_two": _command_module("ww-report", "2")}
+    )
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    listed = out.partition("Commands left out")[2]
+    assert "ww-report" in listed and "dist-one (ww = fake_ww_one)" in listed
+    assert "dist-two (ww2 = fake_ww_two)" in listed
+    assert main(["ww-report"]) == 0
+    assert capsys.readouterr().out.startswith("report ")
+
+
+@pytest.mark.parametrize("command", ["fit", "plugins", "demo", "new-plugin", "lr-find"])
+def test_a_command_with_a_builtin_name_is_left_out_and_named(
+    command: str, site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_distribution(
+        site, "dist-one", {"mine": "fake_mine"}, {"fake_mine": _command_module(command, "x")}
+    )
+    assert main(["plugins"]) == 0
+    listed = capsys.readouterr().out.partition("Commands left out")[2]
+    assert f"{command!r}" in listed and "dist-one (mine = fake_mine)" in listed
+    assert "lookinside" in listed and "built-in names are reserved" in listed

@@ -374,3 +374,105 @@ def test_every_builtin_plugin_runs_at_its_place_in_the_order_table() -> None:
     for name, factory in builtins.items():
         assert factory.order == constants[name.upper()], name  # type: ignore[attr-defined]
     assert len(set(constants.values())) == len(constants)  # no two places alike
+
+
+def _plugin_named(name: str) -> str:
+    return PLUGIN_MODULE.replace("register(Counter)", f"register(Counter, name={name!r})")
+
+
+@pytest.mark.parametrize("entry_point", ["progress", "mine"])
+def test_a_third_party_builtin_plugin_name_is_reported_and_the_builtin_kept(
+    entry_point: str, site: Path
+) -> None:
+    """Whether the entry point or the registered plugin takes the name."""
+    fake_distribution(
+        site,
+        "dist-one",
+        {entry_point: "fake_progress"},
+        {"fake_progress": _plugin_named("progress")},
+    )
+    catalog = load_catalog(autoload=True)
+    assert catalog.plugins["progress"].origin.distribution == "lookinside"
+    error = catalog.broken["progress"].error
+    assert "lookinside (progress = observers.progress)" in error
+    assert f"dist-one ({entry_point} = fake_progress)" in error
+    assert "built-in names are reserved" in error
+    assert "progress" in catalog.defaults
+
+
+def test_a_builtin_plugin_name_is_kept_whatever_the_loading_order(site: Path) -> None:
+    fake_distribution(
+        site, "dist-one", {"mine": "fake_progress"}, {"fake_progress": _plugin_named("progress")}
+    )
+    third_party = [ep for ep in importlib.metadata.entry_points(group="lookinside.plugins")]
+    third_party.sort(key=lambda ep: ep.dist is not None and ep.dist.name == "lookinside")
+    catalog = load_catalog(autoload=True, entry_points=third_party)
+    assert catalog.plugins["progress"].origin.distribution == "lookinside"
+    assert catalog.broken["progress"].origin.distribution == "dist-one"
+
+
+@pytest.mark.parametrize("marked", [True, False])
+def test_a_misspelt_hook_is_reported_with_the_closest_name(marked: bool, site: Path) -> None:
+    source = PLUGIN_MODULE.replace("def lookinside_register", "def lookinside_registr")
+    if not marked:
+        source = source.replace("@hookimpl\n", "")
+    fake_distribution(site, "dist-one", {"hookbad": "fake_hookbad"}, {"fake_hookbad": source})
+    catalog = load_catalog(autoload=True)
+    error = catalog.broken["hookbad"].error
+    assert "'lookinside_registr'" in error and "(did you mean 'lookinside_register'?)" in error
+    assert "hookbad" in describe_plugins(catalog).partition("Broken plugins")[2]
+    with pytest.raises(PluginError, match="did you mean 'lookinside_register'"):
+        select(catalog, ["hookbad"])
+
+
+def test_a_hook_without_hookimpl_is_reported(site: Path) -> None:
+    source = PLUGIN_MODULE.replace("@hookimpl\n", "")
+    fake_distribution(site, "dist-one", {"bare": "fake_bare"}, {"fake_bare": source})
+    error = load_catalog(autoload=True).broken["bare"].error
+    assert "'lookinside_register' is not marked with @hookimpl" in error
+
+
+@pytest.mark.parametrize("methods", [["after_stp"], ["after_epoch", "after_stp"]])
+def test_a_misspelt_event_is_reported_when_the_class_registers(
+    methods: list[str], site: Path
+) -> None:
+    body = "".join(f"    def {method}(self, learner):\n        pass\n" for method in methods)
+    source = (
+        "from engine import hookimpl\n\nclass Typo:\n" + body + "\n@hookimpl\n"
+        "def lookinside_register(register):\n    register(Typo)\n"
+    )
+    fake_distribution(site, "dist-one", {"typo": "fake_typo"}, {"fake_typo": source})
+    catalog = load_catalog(autoload=True)
+    assert "typo" not in catalog.plugins
+    error = catalog.broken["typo"].error
+    assert "method 'after_stp' looks like an event" in error
+    assert "(did you mean 'after_step'?)" in error
+    assert "typo" in describe_plugins(catalog).partition("Broken plugins")[2]
+
+
+def test_the_allow_list_accepts_distribution_names(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_distribution(
+        site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE}
+    )
+    fake_distribution(
+        site, "dist-two", {"other": "fake_other"}, {"fake_other": _plugin_named("other")}
+    )
+    monkeypatch.setenv("LOOKINSIDE_PLUGINS", "lookinside-counter")
+    catalog = load_catalog(autoload=True)
+    assert "counter" in catalog.plugins
+    assert "other" in catalog.blocked and "other" not in catalog.plugins
+
+
+def test_an_allow_list_name_matching_nothing_is_warned_about(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_distribution(
+        site, "lookinside-counter", {"counter": "fake_counter"}, {"fake_counter": PLUGIN_MODULE}
+    )
+    monkeypatch.setenv("LOOKINSIDE_PLUGINS", "counter,lookinside-countr")
+    with pytest.warns(UserWarning, match="'lookinside-countr'") as record:
+        catalog = load_catalog(autoload=True)
+    assert "(did you mean 'lookinside-counter'?)" in str(record[0].message)
+    assert "counter" in catalog.plugins

@@ -91,3 +91,31 @@ def test_new_plugin_refuses_bad_names_and_existing_folders(tmp_path: Path) -> No
     ]
     with pytest.raises(LookinsideError, match="exists already"):
         new_plugin("watch", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("progress", "plugin"),
+        ("early_stopping", "plugin"),
+        ("digits", "dataset"),
+        ("fit", "command"),
+        ("lr_find", "plugin"),
+        ("new_plugin", "command"),
+    ],
+)
+def test_new_plugin_refuses_builtin_names(name: str, kind: str, tmp_path: Path) -> None:
+    with pytest.raises(LookinsideError, match=f"{name!r} is the name of a built-in {kind}"):
+        new_plugin(name, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_new_plugin_with_a_builtin_name_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    assert main(["new-plugin", "progress", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lookinside: error: 'progress' is the name of a built-in plugin")
+    assert err.count("\n") == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine.exceptions import PluginError
@@ -65,3 +67,41 @@ def test_a_plugin_made_in_python_raises_the_bare_message() -> None:
         TerminateOnNan(every=0)
     assert type(info.value) is ValueError
     assert str(info.value) == "every should be a positive integer, got 0"
+
+
+LOCAL_MODULE = """
+class Shout:
+    name = "shout"
+
+    def __init__(self):
+        self.epochs = 0
+
+    def after_epoch(self, learner):
+        self.epochs += 1
+"""
+
+
+def test_a_local_plugin_class_is_enabled_by_module_and_class(catalog: Catalog, site: Path) -> None:
+    package = site / "fake_local"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text(LOCAL_MODULE)
+    _, objects = select(catalog, ["fake_local.plugin:Shout"], defaults=False)
+    assert [type(plugin).__name__ for plugin in objects] == ["Shout"]
+    learner = Learner(
+        tiny_model(), tiny_data(), plugins=["fake_local.plugin:Shout"], catalog=catalog
+    )
+    learner.fit(2)
+    assert learner.plugins["shout"].epochs == 2  # type: ignore[attr-defined]
+    with pytest.raises(PluginError, match=r"has no class 'Shuot' \(did you mean 'Shout'\?\)"):
+        select(catalog, ["fake_local.plugin:Shuot"])
+    with pytest.raises(PluginError, match="cannot import module 'fake_nowhere.plugin'"):
+        select(catalog, ["fake_nowhere.plugin:Shout"])
+
+
+def test_options_syntax_is_not_taken_for_a_local_class(catalog: Catalog) -> None:
+    """``NAME:key=value`` has an '=', and a plugin name has no '.'."""
+    with pytest.raises(PluginError, match="option 'Shout' has no value"):
+        select(catalog, ["device:Shout"])
+    enabled, objects = select(catalog, ["device:device=cpu"], defaults=False)
+    assert objects == [] and enabled[0].options == {"device": "cpu"}
