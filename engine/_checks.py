@@ -276,3 +276,22 @@ def _short(value: object, width: int = 60) -> str:
     """``repr(value)`` on one line, cut to ``width`` characters."""
     text = " ".join(repr(value).split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10, which has no ``add_note``: there the
+    note goes into ``__notes__`` all the same (tracebacks print it from 3.11 on).
+
+    >>> error = ValueError("bad")
+    >>> add_note(error, "while plugin 'x' handled 'after_loss'")
+    >>> error.__notes__
+    ["while plugin 'x' handled 'after_loss'"]
+    """
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+        return
+    notes = getattr(exc, "__notes__", None)
+    if not isinstance(notes, list):
+        notes = []
+        exc.__notes__ = notes  # type: ignore[attr-defined]
+    notes.append(note)

@@ -29,6 +29,7 @@ from torch import nn
 
 from engine import events as ev
 from engine import learner_state
+from engine._checks import add_note
 from engine._checks import optimizer
 from engine.bus import AroundForward
 from engine.bus import PluginBus
@@ -450,9 +451,9 @@ class Learner:
                     _add_note(exc, owner, event)
                 if first is None:
                     first = exc
-                elif hasattr(first, "add_note"):
+                else:
                     where = f"plugin {owner[0]!r}" if owner else "a receiver"
-                    first.add_note(f"then {where} raised {type(exc).__name__}: {exc}")
+                    add_note(first, f"then {where} raised {type(exc).__name__}: {exc}")
         if first is not None:
             raise first
 
@@ -462,12 +463,12 @@ class Learner:
 
 
 def _add_note(exc: BaseException, owner: tuple[str, str] | None, event: str) -> None:
-    """Say which plugin raised, on the exception itself (Python 3.11+)."""
+    """Say which plugin raised, on the exception itself."""
     where = (
         f"while plugin {owner[0]!r} handled {owner[1]!r}" if owner else f"while sending {event!r}"
     )
-    if hasattr(exc, "add_note") and where not in getattr(exc, "__notes__", ()):
-        exc.add_note(where)
+    if where not in getattr(exc, "__notes__", ()):
+        add_note(exc, where)
 
 
 def _send(signal: NamedSignal, learner: Learner) -> None:

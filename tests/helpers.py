@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,13 @@ def fake_distribution(
     (info / "entry_points.txt").write_text(f"[lookinside.plugins]\n{lines}\n")
     for module, source in modules.items():
         (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+def lookinside_command(*args: str) -> list[str]:
+    """``lookinside ARGS`` as the console script runs it, with this interpreter: the
+    current folder is not on ``sys.path`` (``-P`` from Python 3.11; before, the
+    script drops it itself)."""
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", "engine.cli", *args]
+    script = "import sys; del sys.path[0]; from engine.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", script, *args]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine.test_scaffold import pip_uninstall
+from tests.helpers import lookinside_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def test_plugin_package_installs_lists_runs_and_uninstalls(tmp_path: Path) -> No
         str(site),
         str(source),
     )
-    listing = run("-P", "-m", "engine.cli", "plugins")
+    listing = run(*lookinside_command("plugins")[1:])
     assert "gradnorm  [off]  lookinside-gradnorm 0.1.0, order 25" in listing
     assert "    events: begin_fit, begin_epoch, after_backward, after_epoch, after_fit" in listing
     assert "-p gradnorm:vanish=  (float; default 1e-05)" in listing
@@ -59,4 +60,4 @@ def test_plugin_package_installs_lists_runs_and_uninstalls(tmp_path: Path) -> No
     assert fit.splitlines()[0].split()[-2:] == ["grad_norm_min", "grad_norm_max"]
     assert "passed" in run("-m", "pytest", "tests", "-q", "-p", "no:cacheprovider", cwd=source)
     pip_uninstall(site, "lookinside-gradnorm")
-    assert "gradnorm" not in run("-P", "-m", "engine.cli", "plugins")
+    assert "gradnorm" not in run(*lookinside_command("plugins")[1:])

@@ -14,6 +14,7 @@ import pytest
 
 from engine import LookinsideError
 from engine.scaffold import new_plugin
+from tests.helpers import lookinside_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,7 +61,7 @@ def test_readme_plugin_package_commands_work(tmp_path: Path) -> None:
         elif words[0] == "lookinside":
             # -P: like the console script, don't put the current folder on sys.path
             # (a local build's .egg-info there would still look installed)
-            words = [sys.executable, "-P", "-m", "engine.cli", *words[1:]]
+            words = lookinside_command(*words[1:])
         elif words[:3] == ["python", "-m", "pytest"]:
             words = [sys.executable, *words[1:], "-p", "no:cacheprovider"]
         result = subprocess.run(
