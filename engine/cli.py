@@ -376,15 +376,7 @@ def resume_command(path: str | os.PathLike[str]) -> str:
     import shlex
 
     argv = list(_invocations[-1]) if _invocations else ["fit"]
-    kept: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--resume":
-            skip = True
-        elif not arg.startswith("--resume="):
-            kept.append(arg)
+    kept = _without_option(argv, "--resume")
     return shlex.join(["lookinside", *kept, "--resume", os.fspath(path)])
 
 
@@ -469,18 +461,23 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _without_nproc(argv: list[str]) -> list[str]:
-    """``argv`` less ``--nproc N`` (the processes torchrun starts must not start more)."""
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` less ``OPTION VALUE`` and ``OPTION=VALUE``, wherever they are."""
     kept: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--nproc":
+        elif arg == option:
             skip = True
-        elif not arg.startswith("--nproc="):
+        elif not arg.startswith(f"{option}="):
             kept.append(arg)
     return kept
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less ``--nproc N`` (the processes torchrun starts must not start more)."""
+    return _without_option(argv, "--nproc")
 
 
 def _new_plugin(args: argparse.Namespace) -> int:

@@ -89,20 +89,19 @@ def describe_plugins(
         lines.append("Not loaded (not in the LOOKINSIDE_PLUGINS allow-list):")
         for name, ep in sorted(catalog.blocked.items()):
             lines.append(f"  {name}  ({ep.value})")
-    if catalog.broken:
+    sections = (
+        ("Broken plugins (they failed to load; everything else works):", catalog.broken),
+        (
+            "Commands left out (their lookinside_commands failed; other commands work):",
+            catalog.broken_commands,
+        ),
+    )
+    for title, failures in sections:
+        if not failures:
+            continue
         lines.append("")
-        lines.append("Broken plugins (they failed to load; everything else works):")
-        for broken in catalog.broken.values():
-            origin = broken.origin
-            lines.append(
-                f"  {broken.name}  [{origin.distribution} {origin.version}, entry point "
-                f"'{origin.entry_point}']"
-            )
-            lines.append(f"    {broken.error}")
-    if catalog.broken_commands:
-        lines.append("")
-        lines.append("Commands left out (their lookinside_commands failed; other commands work):")
-        for broken in catalog.broken_commands.values():
+        lines.append(title)
+        for broken in failures.values():
             origin = broken.origin
             lines.append(
                 f"  {broken.name}  [{origin.distribution} {origin.version}, entry point "
