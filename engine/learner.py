@@ -76,6 +76,9 @@ class Learner:
       ranks but 0 of a distributed fit, so that files are written once)
     - ``error``: in ``after_fit``, the exception (or KeyboardInterrupt) ending the
       fit, else ``None``
+    - ``cancelled``: from ``after_cancel_train`` on, the ``CancelTrainException``
+      that stopped the fit (its message says why: ``str(learner.cancelled)``),
+      else ``None``; kept after the fit
     - ``grad_scale``: the factor a loss scaler multiplies this batch's gradients
       by (a 0-d tensor, set by ``mixed_precision``), else ``None``
     - ``plugins``: the attached plugins by name, in the order they run
@@ -147,6 +150,7 @@ class Learner:
         self.loss: Any = None
         self.log: dict[str, Any] = {}
         self.error: BaseException | None = None
+        self.cancelled: CancelTrainException | None = None
         self.grad_scale: torch.Tensor | None = None
         self.dist: Distributed | None = None
         self.coordinator = Coordinator()
@@ -291,6 +295,7 @@ class Learner:
         self._fitting = True
         self._stepping = False
         self.error = None
+        self.cancelled = None
         self.dist = None  # ddp sets both again in begin_fit
         self.coordinator = Coordinator()
         try:
@@ -321,6 +326,8 @@ class Learner:
             body()
         except cancel as exc:
             self.coordinator.cancelled(exc, after_backward=self._stepping)
+            if isinstance(exc, CancelTrainException):
+                self.cancelled = exc
             self._emit_to_all(cancelled)
         if after is not None:
             self._emit(after)

@@ -72,6 +72,7 @@ a state without one leaves that part of the learner as it is."""
 
 FIT_ATTRIBUTES: tuple[str, ...] = (
     "epochs", "iters", "iter", "in_train", "dl", "xb", "yb", "pred", "loss", "log", "error",
+    "cancelled",
 )  # fmt: skip
 """What a fit sets on the learner besides its state: the pass and batch in progress,
 the epoch's log and how the fit ended. They are never saved (they hold loaders,

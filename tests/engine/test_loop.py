@@ -474,3 +474,22 @@ def test_an_opt_func_returning_no_optimizer_is_refused_before_begin_fit(spy: Spy
     ):
         learner.fit(1)
     assert spy.seen == []
+
+
+def test_the_cancellation_that_stopped_the_fit_is_kept_with_its_reason() -> None:
+    class Stop:
+        def after_epoch(self, learner: Any) -> None:
+            if learner.epoch == 1:
+                raise CancelTrainException("ratio 3.2 > 0.5 for 5 steps")
+
+        def after_cancel_train(self, learner: Any) -> None:
+            self.seen = str(learner.cancelled)
+
+    stop = Stop()
+    learner = Learner(tiny_model(), tiny_data(), plugins=[stop], defaults=False)
+    learner.fit(3)
+    assert isinstance(learner.cancelled, CancelTrainException)
+    assert str(learner.cancelled) == stop.seen == "ratio 3.2 > 0.5 for 5 steps"
+    learner.remove_plugin("stop")
+    learner.fit(1)
+    assert learner.cancelled is None
