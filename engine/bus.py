@@ -166,7 +166,8 @@ class PluginBus(Mapping[str, object]):
         add and remove; read-only for everyone else)."""
         self.around: tuple[AroundForward, ...] = ()
         """The plugins' ``around_forward`` methods, in run order."""
-        self._trace = False
+        self.tracing = False
+        """Whether receiver calls are logged (``LOOKINSIDE_TRACE``); set with :meth:`trace`."""
 
     def __getitem__(self, name: str) -> object:
         try:
@@ -213,11 +214,6 @@ class PluginBus(Mapping[str, object]):
         self._rebuild()
         return attached.plugin
 
-    def clear(self) -> None:
-        """Detach every plugin."""
-        self._attached.clear()
-        self._rebuild()
-
     def owner(self, receiver: Receiver | AroundForward) -> tuple[str, str] | None:
         """``(plugin name, event)`` of one of this bus's receivers (or ``around_forward``
         methods), else ``None``."""
@@ -252,15 +248,15 @@ class PluginBus(Mapping[str, object]):
 
     def trace(self, on: bool) -> None:
         """Log every receiver call to ``lookinside.trace`` (``LOOKINSIDE_TRACE=1``), or stop."""
-        if on != self._trace:
-            self._trace = on
+        if on != self.tracing:
+            self.tracing = on
             self._rebuild()
 
     def _rebuild(self) -> None:
         ranked = [self._attached[name] for name in self._ordered()]
         self.dispatch = {
             event: tuple(
-                _traced(a.name, event, a.receivers[event]) if self._trace else a.receivers[event]
+                _traced(a.name, event, a.receivers[event]) if self.tracing else a.receivers[event]
                 for a in ranked
                 if event in a.receivers
             )

@@ -301,6 +301,7 @@ def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
 def _add_plugin_commands(catalog: Catalog, commands: _Commands) -> None:
     """Call each module's ``lookinside_commands`` on its own, built-in modules first."""
     from engine.manager import BUILTIN_DISTRIBUTION
+    from engine.manager import call_own_hook
 
     pm = catalog.pm
     catalog.broken_commands.clear()
@@ -311,10 +312,9 @@ def _add_plugin_commands(catalog: Catalog, commands: _Commands) -> None:
         module = pm.get_plugin(name)
         if module is None:
             continue
-        others = [plugin for plugin in pm.get_plugins() if plugin is not module]
         commands.adding = origin
         try:
-            pm.subset_hook_caller("lookinside_commands", remove_plugins=others)(commands=commands)
+            call_own_hook(pm, module, "lookinside_commands", commands=commands)
         except Exception as exc:  # noqa: BLE001 -- one module's commands never break the others
             from engine.manager import BrokenPlugin
 
@@ -431,7 +431,8 @@ def _fit(args: argparse.Namespace) -> int:
     from engine.distributed import launch
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return launch(args.nproc, ["-m", "engine.cli", *_without_nproc(args.argv)])
+        # the processes torchrun starts must not start more
+        return launch(args.nproc, ["-m", "engine.cli", *_without_option(args.argv, "--nproc")])
 
     from engine.exceptions import LookinsideError
     from engine.nn import cnn
@@ -473,11 +474,6 @@ def _without_option(argv: list[str], option: str) -> list[str]:
         elif not arg.startswith(f"{option}="):
             kept.append(arg)
     return kept
-
-
-def _without_nproc(argv: list[str]) -> list[str]:
-    """``argv`` less ``--nproc N`` (the processes torchrun starts must not start more)."""
-    return _without_option(argv, "--nproc")
 
 
 def _new_plugin(args: argparse.Namespace) -> int:

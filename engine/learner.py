@@ -156,7 +156,6 @@ class Learner:
         self.coordinator = Coordinator()
         self.model_wrapper: nn.Module | None = None
         self.plugins = PluginBus()
-        self._trace = False
         self._fitting = False
         self._stepping = False
         requests = list(plugins)
@@ -290,8 +289,7 @@ class Learner:
         self.epoch = 0
         self.n_epochs = 0.0
         self.n_iter = 0
-        self._trace = tracing()
-        self.plugins.trace(self._trace)
+        self.plugins.trace(tracing())
         self._fitting = True
         self._stepping = False
         self.error = None
@@ -419,7 +417,7 @@ class Learner:
 
     def _emit(self, event: str) -> None:
         """Send ``event``: receivers connected to the signal by hand, then the plugins."""
-        if self._trace:
+        if self.plugins.tracing:
             trace_log.debug("send %s", event)
         signal = ev.events[event]
         if signal.receivers:
@@ -442,7 +440,7 @@ class Learner:
         For ``after_fit`` and the ``after_cancel_*`` events, where what one plugin
         does wrong must not cost another its clean-up.
         """
-        if self._trace:
+        if self.plugins.tracing:
             trace_log.debug("send %s", event)
         signal = ev.events[event]
         receivers: list[Callable[[Any], None]] = list(self.plugins.dispatch[event])
@@ -454,8 +452,8 @@ class Learner:
                 receiver(self)
             except BaseException as exc:  # noqa: BLE001 (re-raised below, after the others ran)
                 owner = self.plugins.owner(receiver)
-                if not isinstance(exc, CancelException):
-                    _add_note(exc, owner, event)
+                if owner is not None and not isinstance(exc, CancelException):
+                    _add_note(exc, owner, event)  # _send notes its own receivers
                 if first is None:
                     first = exc
                 else:

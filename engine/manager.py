@@ -373,57 +373,53 @@ def clash(
     )
 
 
-def _add_dataset(catalog: Catalog, spec: DatasetSpec) -> None:
-    """Catalogue ``spec``; when its name is taken, record the clash naming both origins.
+def _claim(
+    kind: str,
+    spec: PluginSpec | DatasetSpec,
+    table: dict[str, Any],
+    broken: dict[str, Any],
+    broken_type: type[BrokenPlugin] | type[BrokenDataset],
+    only_clashes: bool,
+) -> None:
+    """Catalogue ``spec`` in ``table`` under its name; when the name is taken, record
+    the clash in ``broken``, naming both origins.
 
-    A built-in dataset keeps its name whichever distribution loads first; between
-    two third parties neither wins.
-    """
-    name = spec.name
-    taken = catalog.datasets.get(name)
-    clashed = catalog.broken_datasets.get(name)
-    if taken is not None:
-        first = taken.origin
-    elif clashed is not None:
-        first = clashed.origin
-    else:
-        catalog.datasets[name] = spec
-        return
-    builtin = [d for d in (taken, spec) if d and d.origin.distribution == BUILTIN_DISTRIBUTION]
-    if builtin:
-        kept = builtin[0]
-        left_out = first if kept is spec else spec.origin
-        catalog.datasets[name] = kept
-        error = clash("dataset", name, kept.origin, left_out, RESERVED_FIX)
-        catalog.broken_datasets[name] = BrokenDataset(name, left_out, error)
-        return
-    catalog.datasets.pop(name, None)
-    error = clash("dataset", name, first, spec.origin)
-    catalog.broken_datasets[name] = BrokenDataset(name, spec.origin, error)
-
-
-def _add_plugin(catalog: Catalog, spec: PluginSpec) -> None:
-    """Catalogue ``spec``; when its name is taken, record the clash naming both origins.
-
-    A built-in plugin keeps its name whichever loads first; between two third
+    A built-in keeps its name whichever distribution loads first; between two third
     parties neither wins.
+
+    :param kind: ``plugin`` or ``dataset``, for the message.
+    :param only_clashes: ``broken`` holds nothing but clashes, so a name found there
+        was fought over already and a third claimant does not win it either (datasets;
+        ``Catalog.broken`` also holds modules that failed to load, whose error must stay).
     """
     name = spec.name
-    taken = catalog.plugins.get(name)
-    if taken is None:
-        catalog.plugins[name] = spec
+    taken = table.get(name)
+    previous = taken if taken is not None or not only_clashes else broken.get(name)
+    if previous is None:
+        table[name] = spec
         return
-    builtin = [s for s in (taken, spec) if s.origin.distribution == BUILTIN_DISTRIBUTION]
-    if builtin:
-        kept = builtin[0]
-        left_out = spec if kept is taken else taken
-        catalog.plugins[name] = kept
-        error = clash("plugin", name, kept.origin, left_out.origin, RESERVED_FIX)
-        catalog.broken[name] = BrokenPlugin(name, left_out.origin, error)
+    first: Origin = previous.origin
+    if taken is not None and first.distribution == BUILTIN_DISTRIBUTION:
+        kept, left_out = taken, spec.origin
+    elif spec.origin.distribution == BUILTIN_DISTRIBUTION:
+        kept, left_out = spec, first
+    else:
+        table.pop(name, None)
+        broken[name] = broken_type(name, spec.origin, clash(kind, name, first, spec.origin))
         return
-    catalog.plugins.pop(name)
-    error = clash("plugin", name, taken.origin, spec.origin)
-    catalog.broken[name] = BrokenPlugin(name, spec.origin, error)
+    table[name] = kept
+    broken[name] = broken_type(
+        name, left_out, clash(kind, name, kept.origin, left_out, RESERVED_FIX)
+    )
+
+
+def call_own_hook(pm: pluggy.PluginManager, module: object, hook: str, **kwargs: Any) -> None:
+    """Call ``module``'s implementation of ``hook`` alone, none of the other modules'.
+
+    So that what one module registers (or raises) is known to be its own.
+    """
+    others = [plugin for plugin in pm.get_plugins() if plugin is not module]
+    pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
 
 
 def check_hook_names(pm: pluggy.PluginManager, module: object, name: str) -> None:
@@ -462,7 +458,6 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
     except Exception as exc:  # noqa: BLE001 -- pluggy validation: bad hookimpl signatures etc.
         catalog.broken[name] = BrokenPlugin(name, origin, f"{type(exc).__name__}: {exc}")
         return
-    others = [plugin for plugin in pm.get_plugins() if plugin is not module]
     registered: list[PluginSpec] = []
 
     def register(
@@ -515,16 +510,21 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
         datasets.append(DatasetSpec(name, loader, summary, origin))
 
     try:
-        pm.subset_hook_caller("lookinside_register", remove_plugins=others)(register=register)
-        pm.subset_hook_caller("lookinside_datasets", remove_plugins=others)(
-            register=register_dataset
-        )
+        call_own_hook(pm, module, "lookinside_register", register=register)
+        call_own_hook(pm, module, "lookinside_datasets", register=register_dataset)
     except Exception as exc:  # noqa: BLE001 -- a plugin's own hook failed: report it
         pm.unregister(module)
         catalog.broken[name] = BrokenPlugin(name, origin, f"{type(exc).__name__}: {exc}")
         return
     catalog.modules[name] = origin
     for spec in registered:
-        _add_plugin(catalog, spec)
+        _claim("plugin", spec, catalog.plugins, catalog.broken, BrokenPlugin, only_clashes=False)
     for dataset in datasets:
-        _add_dataset(catalog, dataset)
+        _claim(
+            "dataset",
+            dataset,
+            catalog.datasets,
+            catalog.broken_datasets,
+            BrokenDataset,
+            only_clashes=True,
+        )
