@@ -211,6 +211,15 @@ class DataBunch:
         return cls(train, valid, **kwargs)
 
 
+def batch_count(dl: Iterable[Any]) -> int | None:
+    """How many batches a loader yields, or ``None`` when it cannot tell (the
+    loader of an ``IterableDataset``, a generator)."""
+    try:
+        return len(dl)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def as_databunch(data: Any) -> DataBunch:
     """``data`` itself, or a :class:`DataBunch` of a ``(train, valid)`` pair."""
     if isinstance(data, DataBunch):

@@ -41,6 +41,7 @@ from engine.config import load_config
 from engine.coordinator import Coordinator
 from engine.data import DataBunch
 from engine.data import as_databunch
+from engine.data import batch_count
 from engine.exceptions import CancelBatchException
 from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelException
@@ -274,7 +275,7 @@ class Learner:
             raise ValueError(f"epochs should be a non-negative integer, got {epochs!r}")
         if self._fitting:
             raise RuntimeError("fit() was called while this learner is already fitting")
-        if epochs and _sized(self.data.train_dl) == 0:
+        if epochs and batch_count(self.data.train_dl) == 0:
             raise DataError(
                 "the training loader has no batches (an empty dataset, or drop_last with "
                 "fewer samples than the batch size): there is nothing to train on"
@@ -347,7 +348,7 @@ class Learner:
     def _one_pass(self, dl: Iterable[Any], in_train: bool, begin: str) -> None:
         self.dl = dl
         self.in_train = in_train
-        self.iters = _length(dl)
+        self.iters = batch_count(dl) or 0  # 0: it cannot tell
         self.model.train(in_train)
         self.coordinator.begin_pass(in_train)
         self._with_events(
@@ -506,16 +507,3 @@ def _as_config(config: Config | str | Path | bool | None) -> Config:
     if config is True:
         return load_config()
     return load_config(config)
-
-
-def _sized(dl: Iterable[Any]) -> int | None:
-    """The loader's number of batches, or ``None`` when it cannot tell."""
-    try:
-        return len(dl)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
-def _length(dl: Iterable[Any]) -> int:
-    """The loader's number of batches, 0 when it cannot tell (an IterableDataset's loader)."""
-    return _sized(dl) or 0

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -46,6 +45,7 @@ from typing import Any
 import torch
 
 from engine import order
+from engine.data import batch_count
 from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelTrainException
 from engine.exceptions import LookinsideError
@@ -231,7 +231,7 @@ def lr_find(
     :param beta: the smoothing factor of the loss average.
     """
     finder = LRFinder(min_lr, max_lr, num_it, stop_div, stop_factor, beta)
-    n_batches = _length(learner.data.train_dl)
+    n_batches = batch_count(learner.data.train_dl) or 0
     epochs = math.ceil(num_it / n_batches) if n_batches else num_it
     paused = [(name, plugin) for name, plugin in learner.plugins.items() if _pauses(plugin)]
     snapshot = _Snapshot(learner)
@@ -290,13 +290,6 @@ class _Snapshot:
 def _pauses(plugin: object) -> bool:
     """Whether ``plugin`` sits out sweeps (its ``pause_during_sweeps`` is true)."""
     return bool(getattr(plugin, PAUSE, False))
-
-
-def _length(dl: Iterable[Any]) -> int:
-    try:
-        return len(dl)  # type: ignore[arg-type]
-    except TypeError:
-        return 0
 
 
 def _real(value: Any) -> bool:
