@@ -45,16 +45,23 @@ def describe(name: str) -> str:
 
 
 def run_demo(name: str, argv: Sequence[str]) -> int:
-    """Run demo ``name`` with ``argv``, or list the demos for ``list``; the exit status.
+    """Run demo ``name`` with ``argv``, or list the demos and notebooks for ``list``;
+    a name ending with ``.ipynb`` runs that notebook headless. Returns the exit status.
 
     :raises LookinsideError: no demo has that name (the closest one is suggested).
     """
+    from demos import _notebooks
+
     names = available_demos()
     if name == "list":
-        width = max(len(n) for n in names)
-        for demo in names:
-            print(f"{demo:<{width}}  {describe(demo)}")
+        rows = [(demo, describe(demo)) for demo in names]
+        rows += [(nb, _notebooks.describe_notebook(nb)) for nb in _notebooks.available_notebooks()]
+        width = max(len(row[0]) for row in rows)
+        for demo, text in rows:
+            print(f"{demo:<{width}}  {text}")
         return 0
+    if _notebooks.is_notebook(name):
+        return _notebooks.run_notebook(name, argv)
     if name not in names:
         hint = did_you_mean(name, names)
         raise LookinsideError(f"unknown demo {name!r}{hint}; demos: {', '.join(names)}")
@@ -73,6 +80,11 @@ def lookinside_commands(commands: Any) -> None:
     :param commands: the sub-parsers of the ``lookinside`` parser.
     """
     demo = commands.add_parser("demo", help=f"run a demo (default: {MAIN_DEMO})")
-    demo.add_argument("name", nargs="?", default=MAIN_DEMO, help="the demo; 'list' lists them")
+    demo.add_argument(
+        "name",
+        nargs="?",
+        default=MAIN_DEMO,
+        help="the demo, or a notebook NAME.ipynb to run headless; 'list' lists them",
+    )
     demo.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the demo")
     demo.set_defaults(run=_run)

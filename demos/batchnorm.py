@@ -66,6 +66,7 @@ from engine.nn import InstanceNorm
 from engine.nn import NormSpec
 from engine.nn import cnn_07
 from engine.nn import init_cnn
+from engine.notebook import not_shown
 from observers.plots import axes_or_new
 from observers.plots import new_figure
 from observers.plots import save_figure
@@ -370,8 +371,9 @@ def _run(args: argparse.Namespace, mnist: bool) -> int:
     _write_text(
         out / "batchnorm.md", f"# Normalization at batch sizes {sizes}\n\n{text}\n\n{note}\n"
     )
-    figure = new_figure((8.0, 4.0))
-    plot_accuracies(results, figure.add_subplot())
+    with not_shown():  # drawn for the file only, not for a notebook's output
+        figure = new_figure((8.0, 4.0))
+        plot_accuracies(results, figure.add_subplot())
     save_figure(figure, out / "batchnorm.png")
     print()
     print(text)

@@ -21,10 +21,13 @@ the lesson's "first four layers"):
    ``init_cnn(a=0.1)``: few activations wasted, the histograms spread out, the
    best accuracy.
 
-Each step's pictures and ``diagnosis.md`` go into ``--out/STEP/activations``;
+Each step trains from the same seed on the same batches (the data is loaded anew
+for each). Its pictures and ``diagnosis.md`` go into ``--out/STEP/activations``;
 the demo prints each step's diagnosis, then one table of every layer's
 near-zero fraction late in training (the lesson's "dead" measure) and the valid
-accuracy of each step.
+accuracy of each step, and draws the steps side by side in ``look_inside.png``:
+each step's layer stds over training above its last layer's colorful dimension,
+the lesson's story in one picture.
 
 The lesson trains on MNIST at bs 512 and lr 0.9 (hooks with kaiming init: 2
 epochs, 0.9572 valid accuracy; GeneralRelu with init_cnn: 1 epoch, 0.9572),
@@ -55,9 +58,15 @@ from engine.nn import GeneralRelu
 from engine.nn import cnn
 from engine.nn import conv_norm_layer
 from engine.nn import init_cnn
+from engine.notebook import not_shown
+from observers.activation_data import ActivationData
+from observers.activation_plots import compare_figure
 from observers.activation_stats import ActivationStats
 from observers.diagnosis import Diagnosis
-from observers.diagnosis import diagnose
+from observers.plots import save_figure
+
+STORY_FILE = "look_inside.png"
+"""The steps side by side (:func:`observers.activation_plots.compare_figure`), in ``--out``."""
 
 CHANNELS = (8, 16, 32, 32)
 """The convolutions' widths of notebook 06's CNN."""
@@ -102,8 +111,9 @@ def _steps(text: str) -> list[str]:
 
 def run_step(
     name: str, data: DataBunch, args: argparse.Namespace, plugins: Sequence[object]
-) -> tuple[Diagnosis, float | None]:
-    """Train one step's model; returns its diagnosis and its last valid accuracy."""
+) -> tuple[Diagnosis, float | None, ActivationData]:
+    """Train one step's model; returns its diagnosis (with the run's context), its last
+    valid accuracy and what the observer recorded."""
     torch.manual_seed(args.seed)
     n_in = data.input_shape[0] if data.input_shape else 1
     model = STEPS[name](data.c or 10, n_in)
@@ -112,11 +122,10 @@ def run_step(
         args, model, data, plugins=[*plugins, stats], out_dir=Path(args.out) / name
     )
     learner.fit(args.epochs)
-    if stats.data is None or not len(stats.data):
+    if stats.data is None or not len(stats.data) or stats.diagnosis is None:
         raise SystemExit(f"look_inside: step {name!r} recorded no batch; use --epochs 1 or more")
-    result = diagnose(stats.data, batch_size=stats.batch_size, layer_types=stats.layer_types)
     accuracy = learner.log.get("valid_accuracy")
-    return result, accuracy if isinstance(accuracy, float) else None
+    return stats.diagnosis, accuracy if isinstance(accuracy, float) else None, stats.data
 
 
 def dead_table(results: dict[str, tuple[Diagnosis, float | None]]) -> str:
@@ -149,14 +158,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.catalog = load_catalog()
-    data = data_from_args(args, args.catalog)
     results: dict[str, tuple[Diagnosis, float | None]] = {}
+    recorded: dict[str, ActivationData] = {}
     for number, name in enumerate(args.steps, start=1):
         print(f"== step {number}: {name} ({STEPS[name].__doc__}) lr {args.lr}, bs {args.bs}")
-        results[name] = run_step(name, data, args, args.plugins)
-        print(results[name][0].table())
+        data = data_from_args(args, args.catalog)  # anew: every step sees the same batches
+        diagnosis, accuracy, recorded[name] = run_step(name, data, args, args.plugins)
+        results[name] = diagnosis, accuracy
+        print(diagnosis.table())
         print(f"pictures and diagnosis.md in {Path(args.out) / name / 'activations'}\n")
     print(dead_table(results))
+    with not_shown():  # for the file
+        titles = {name: f"{name} (valid acc {results[name][1] or 0:.2f})" for name in recorded}
+        figure = compare_figure({titles[name]: data for name, data in recorded.items()})
+    path = save_figure(figure, Path(args.out) / STORY_FILE)
+    print(f"the steps side by side: {path}")
     return 0
 
 

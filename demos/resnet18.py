@@ -41,6 +41,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -51,9 +52,13 @@ from engine.cli import learner_from_args
 from engine.data import DataBunch
 from engine.data import TensorLoader
 from engine.manager import load_catalog
+from engine.nn.resnet import replace_modules
+from engine.nn.resnet import small_resnet18
 from observers.activation_stats import ActivationStats
 from observers.diagnosis import Diagnosis
 from observers.diagnosis import diagnose
+
+__all__ = ["comparison", "main", "run", "small_resnet18", "subset", "swap_layers"]
 
 BLOCKS = ("layer?.?",)
 """The name pattern of the modules watched: the eight BasicBlocks."""
@@ -62,35 +67,22 @@ LEAK = 0.1
 """The negative slope of the LeakyReLU that replaces ReLU."""
 
 
-def small_resnet18(n_out: int = 10, n_in: int = 1) -> nn.Module:
-    """torchvision's ResNet18 for small images: 3x3 stride-1 stem, no max-pooling.
-
-    :param n_out: classes.
-    :param n_in: input channels.
-    """
-    from torchvision.models import resnet18
-
-    model = resnet18(weights=None, num_classes=n_out)
-    model.conv1 = nn.Conv2d(n_in, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-    model.maxpool = nn.Identity()  # type: ignore[assignment]
-    return model
-
-
 def swap_layers(module: nn.Module) -> nn.Module:
     """Replace, in place, each BatchNorm2d by GroupNorm and each ReLU by LeakyReLU.
 
     :param module: the network; returned.
     """
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            channels = child.num_features
-            groups = 32 if channels % 32 == 0 else channels
-            setattr(module, name, nn.GroupNorm(groups, channels))
-        elif isinstance(child, nn.ReLU):
-            setattr(module, name, nn.LeakyReLU(LEAK, inplace=child.inplace))
-        else:
-            swap_layers(child)
+
+    def group_norm(old: nn.Module) -> nn.Module:
+        channels = cast(nn.BatchNorm2d, old).num_features
+        groups = 32 if channels % 32 == 0 else channels
+        return nn.GroupNorm(groups, channels)
+
+    def leaky_relu(old: nn.Module) -> nn.Module:
+        return nn.LeakyReLU(LEAK, inplace=cast(nn.ReLU, old).inplace)
+
+    replace_modules(module, nn.BatchNorm2d, group_norm)
+    replace_modules(module, nn.ReLU, leaky_relu)
     return module
 
 

@@ -42,6 +42,7 @@ from engine.nn import GeneralRelu
 from engine.nn import cnn
 from engine.nn import conv_norm_layer
 from engine.nn import init_cnn
+from engine.notebook import not_shown
 from observers import plots
 from observers.recorder import Recorder
 
@@ -87,9 +88,10 @@ def save_schedule_plot(recorder: Recorder, path: Path) -> Path:
     :param path: where the PNG goes.
     """
     names = [name for name in ("lr", "momentum", "beta1") if name in recorder.hypers]
-    figure = plots.new_figure((4.0 * max(len(names), 1), 3.5))
-    for i, name in enumerate(names):
-        recorder.plot_hyper(name, ax=figure.add_subplot(1, len(names), i + 1))
+    with not_shown():  # drawn for the file only, not for a notebook's output
+        figure = plots.new_figure((4.0 * max(len(names), 1), 3.5))
+        for i, name in enumerate(names):
+            recorder.plot_hyper(name, ax=figure.add_subplot(1, len(names), i + 1))
     return plots.save_figure(figure, path)
 
 

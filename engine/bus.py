@@ -3,7 +3,10 @@
 A plugin is any object whose methods are named after events
 (``def after_loss(self, learner) -> None``); it subscribes to exactly the events
 it implements. Optional attributes: ``order`` (an int, lower runs first, default
-0; see :mod:`engine.order`) and ``name`` (defaults to the class name in snake_case).
+0; see :mod:`engine.order`), ``event_order`` (a dict giving some events an order
+of their own: ``{"begin_fit": order.RESUME}`` restores a checkpoint before any
+other plugin's ``begin_fit``, while the plugin's other receivers keep ``order``)
+and ``name`` (defaults to the class name in snake_case).
 
 A plugin may also wrap the model's forward and the loss in a context of its own
 (``torch.autocast`` for mixed precision, a profiler's range...):
@@ -26,6 +29,7 @@ still run: the loop sends the signal, before the plugins, when it has receivers.
 
 from __future__ import annotations
 
+import html
 import inspect
 import logging
 import re
@@ -149,6 +153,9 @@ class _Attached:
     index: int
     receivers: dict[str, Receiver]
     around: AroundForward | None
+    options: Mapping[str, Any]
+    source: str
+    event_order: Mapping[str, int]
 
 
 class PluginBus(Mapping[str, object]):
@@ -182,12 +189,30 @@ class PluginBus(Mapping[str, object]):
     def __len__(self) -> int:
         return len(self._attached)
 
-    def _ordered(self) -> list[str]:
-        ranked = sorted(self._attached.values(), key=lambda a: (a.order, a.index))
-        return [a.name for a in ranked]
+    def _ordered(self, event: str | None = None) -> list[str]:
+        """The plugins' names in run order: for ``event``, with its ``event_order``."""
 
-    def add(self, plugin: object, name: str | None = None) -> object:
-        """Check ``plugin`` and add its receivers; returns the plugin."""
+        def rank(a: _Attached) -> tuple[int, int]:
+            return (a.event_order.get(event, a.order) if event else a.order, a.index)
+
+        return [a.name for a in sorted(self._attached.values(), key=rank)]
+
+    def add(
+        self,
+        plugin: object,
+        name: str | None = None,
+        *,
+        options: Mapping[str, Any] | None = None,
+        source: str = "python",
+    ) -> object:
+        """Check ``plugin`` and add its receivers; returns the plugin.
+
+        :param plugin: the plugin object.
+        :param name: its name on this bus; by default :func:`plugin_name`.
+        :param options: the options it was made with, for the listing (:meth:`table`).
+        :param source: where it was enabled (``default``, ``-p``, a config file...),
+            for the listing; ``python`` for an object attached from code.
+        """
         name = name or plugin_name(plugin)
         if name in self._attached:
             raise PluginValidationError(
@@ -201,8 +226,19 @@ class PluginBus(Mapping[str, object]):
             )
         receivers = event_methods(plugin, name)
         around = around_forward(plugin, name)
+        event_order = _event_order(plugin, name, receivers)
         self._counter += 1
-        self._attached[name] = _Attached(name, plugin, order, self._counter, receivers, around)
+        self._attached[name] = _Attached(
+            name,
+            plugin,
+            order,
+            self._counter,
+            receivers,
+            around,
+            dict(options or {}),
+            source,
+            event_order,
+        )
         self._rebuild()
         return plugin
 
@@ -244,7 +280,7 @@ class PluginBus(Mapping[str, object]):
 
     def receivers(self, event: str) -> list[str]:
         """Names of the plugins that receive ``event``, in the order they run."""
-        return [name for name in self._ordered() if event in self._attached[name].receivers]
+        return [name for name in self._ordered(event) if event in self._attached[name].receivers]
 
     def trace(self, on: bool) -> None:
         """Log every receiver call to ``lookinside.trace`` (``LOOKINSIDE_TRACE=1``), or stop."""
@@ -253,20 +289,91 @@ class PluginBus(Mapping[str, object]):
             self._rebuild()
 
     def _rebuild(self) -> None:
-        ranked = [self._attached[name] for name in self._ordered()]
-        self.dispatch = {
-            event: tuple(
+        dispatch = {}
+        for event in _events.EVENTS:
+            ranked = [self._attached[name] for name in self.receivers(event)]
+            dispatch[event] = tuple(
                 _traced(a.name, event, a.receivers[event]) if self.tracing else a.receivers[event]
                 for a in ranked
-                if event in a.receivers
             )
-            for event in _events.EVENTS
-        }
-        self.around = tuple(a.around for a in ranked if a.around is not None)
+        self.dispatch = dispatch
+        ordered = [self._attached[name] for name in self._ordered()]
+        self.around = tuple(a.around for a in ordered if a.around is not None)
+
+    def rows(self) -> list[dict[str, str]]:
+        """One row per plugin, in run order: name, order, where it was enabled, the
+        options it was made with, and the events it receives."""
+        rows = []
+        for name in self._ordered():
+            a = self._attached[name]
+            options = ", ".join(f"{key}={value!r}" for key, value in a.options.items())
+            events = [e for e in _events.EVENTS if e in a.receivers]
+            if a.around is not None:
+                events.append("around_forward")
+            rows.append(
+                {
+                    "plugin": name,
+                    "order": str(a.order) + "".join(f", {e} {o}" for e, o in a.event_order.items()),
+                    "enabled by": a.source,
+                    "options": options or "-",
+                    "events": ", ".join(events) or "-",
+                }
+            )
+        return rows
+
+    def table(self) -> str:
+        """:meth:`rows` as a plain-text table (what ``repr`` shows)."""
+        rows = self.rows()
+        if not rows:
+            return "no plugins attached"
+        keys = list(rows[0])
+        widths = [max(len(key), *(len(row[key]) for row in rows)) for key in keys[:-1]]
+        lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths)) + "  " + keys[-1]]
+        for row in rows:
+            cells = [row[k].ljust(w) for k, w in zip(keys, widths)]
+            lines.append("  ".join(cells) + "  " + row[keys[-1]])
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = self.rows()
+        if not rows:
+            return "<p>no plugins attached</p>"
+        head = "".join(f"<th>{html.escape(key)}</th>" for key in rows[0])
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td style='text-align:left'>{html.escape(v)}</td>" for v in row.values())
+            + "</tr>"
+            for row in rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{a}" for a in self._ordered()) or "none"
-        return f"<PluginBus: {shown}>"
+        count = f"{len(self)} plugin" + ("" if len(self) == 1 else "s")
+        return f"{count}, in run order:\n{self.table()}"
+
+
+def _event_order(plugin: object, name: str, receivers: Mapping[str, Any]) -> dict[str, int]:
+    """The plugin's ``event_order``, checked: events it receives, int orders."""
+    found = getattr(plugin, "event_order", None)
+    if found is None:
+        return {}
+    if not isinstance(found, Mapping):
+        raise PluginValidationError(
+            f"plugin {name!r}: 'event_order' should be a dict of event -> order "
+            f"(e.g. {{'begin_fit': -100}}), got {found!r}"
+        )
+    for event, value in found.items():
+        if event not in receivers:
+            raise PluginValidationError(
+                f"plugin {name!r}: 'event_order' names {event!r}, which is no event it "
+                f"receives{did_you_mean(str(event), list(receivers))}; it receives: "
+                f"{', '.join(receivers) or 'none'}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PluginValidationError(
+                f"plugin {name!r}: 'event_order' for {event!r} must be an int, got {value!r}"
+            )
+    return dict(found)
 
 
 def _traced(name: str, event: str, receiver: Receiver) -> Receiver:

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
     from engine.learner import Learner
     from engine.manager import Catalog
     from engine.manager import Origin
+    from engine.nn.build import ModelSpec
+
+# The model choices, spelled out so that building the parser imports no torch;
+# tests/engine/test_cli_models.py checks them against engine.nn.build.
+_MODEL_CHOICES = ("auto", "cnn", "cnn_07", "mlp", "resnet18")
+_INIT_CHOICES = ("default", "kaiming")
+_NORM_CHOICES = ("none", "batch", "torch_batch", "layer", "instance", "group", "running_batch")
 
 
 def _positive_int(text: str) -> int:
@@ -61,16 +68,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _channels(text: str) -> tuple[int, ...]:
+def _widths(text: str) -> tuple[int, ...]:
     try:
-        channels = tuple(int(piece) for piece in text.split(","))
+        widths = tuple(int(piece) for piece in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected channels like 8,16,32,32, got {text!r}"
-        ) from None
-    if not channels or min(channels) < 1:
-        raise argparse.ArgumentTypeError(f"channels should be positive integers, got {text!r}")
-    return channels
+        raise argparse.ArgumentTypeError(f"expected widths like 8,16,32,32, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths should be positive integers, got {text!r}")
+    return widths
 
 
 def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +94,34 @@ def add_plugin_arguments(parser: argparse.ArgumentParser) -> None:
         help="config file (default: lookinside.toml or [tool.lookinside] found upward)",
     )
     parser.add_argument("--no-config", action="store_true", help="read no config file")
+
+
+def named_plugins(argv: Sequence[str]) -> list[str]:
+    """The plugin names given with ``-p`` in ``argv``, before it is parsed.
+
+    ``-p NAME``, ``-pNAME``, ``-p=NAME``, options after ``:`` left out, ``no:NAME``
+    skipped. With autoload off, :func:`main` loads these plugins' distributions
+    before building the parser, so that their subcommands and datasets exist.
+
+    >>> named_plugins(["fit", "-p", "ww:every=2", "-pno:progress", "-p=x", "--data", "blobs"])
+    ['ww', 'x']
+
+    :param argv: the command line's arguments.
+    """
+    names = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "-p" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("-p") and not arg.startswith("--"):
+            value = arg[2:].removeprefix("=")
+        else:
+            continue
+        name = value.partition(":")[0]
+        if name and name != "no" and ":" not in name:
+            names.append(name)
+    return names
 
 
 def config_from_args(args: argparse.Namespace) -> Config | Literal[False]:
@@ -120,6 +153,66 @@ def learner_from_args(
     }
     options.update(overrides)
     return Learner(model, data, **options)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model``, ``--act``, ``--init``, ``--norm`` and ``--widths``: the model to build.
+
+    Each left out means the model's own; :func:`model_spec_from_args` reads them
+    into a checked :class:`~engine.nn.build.ModelSpec`.
+    """
+    group = parser.add_argument_group(
+        "model", "the model to train; an option left out means the model's own"
+    )
+    group.add_argument(
+        "--model",
+        choices=_MODEL_CHOICES,
+        default="auto",
+        help="auto (default): the model the dataset supplies, else the lesson's CNN for "
+        "images, input_shape (C, H, W), and an MLP for flat features, (F,)",
+    )
+    group.add_argument(
+        "--act",
+        metavar="NAME[:key=value,...]",
+        help="the activation: relu (default) or general_relu, which takes leak, sub and "
+        "maxv (the lesson's 0.1, 0.4 and 6 by default; none turns one off), e.g. "
+        "general_relu:leak=0.1,sub=0.4,maxv=6",
+    )
+    group.add_argument(
+        "--init",
+        choices=_INIT_CHOICES,
+        help="default: the model's own (torch's; torchvision's for resnet18); kaiming: "
+        "kaiming normal for every conv and linear layer, a = the activation's leak, zero biases",
+    )
+    group.add_argument(
+        "--norm",
+        choices=_NORM_CHOICES,
+        help="the normalization after each activation (default: none; batch for cnn_07, "
+        "torch_batch (nn.BatchNorm2d) for resnet18); mlp takes none, batch, layer, group "
+        "and running_batch",
+    )
+    group.add_argument(
+        "--widths",
+        "--channels",
+        dest="widths",
+        type=_widths,
+        metavar="W,W,...",
+        help="the layers' widths: the CNN's convolution channels (default 8,16,32,32; "
+        "cnn_07 8,16,32,64,64), the MLP's hidden layers (default 50)",
+    )
+
+
+def model_spec_from_args(args: argparse.Namespace) -> ModelSpec:
+    """The model the model arguments ask for, checked (nothing is built yet).
+
+    :raises ~engine.nn.build.ModelError: a bad ``--act``, or a combination the model
+        cannot take (``--model mlp --norm instance``...).
+    """
+    from engine.nn.build import ModelSpec
+    from engine.nn.build import parse_activation
+
+    act, options = (None, {}) if args.act is None else parse_activation(args.act)
+    return ModelSpec(args.model, act, options, args.init, args.norm, args.widths)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, default_bs: int = 16) -> None:
@@ -261,14 +354,12 @@ def build_parser(catalog: Catalog | None = None) -> argparse.ArgumentParser:
 
     fit = commands.add_parser(
         "fit",
-        help="train the lesson's CNN on a dataset",
+        help="train a model on a dataset (the lesson's CNN for images, an MLP for features)",
         epilog=_plugin_options_epilog(catalog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_training_arguments(fit, out="lookinside-out")
-    fit.add_argument(
-        "--channels", type=_channels, default=(8, 16, 32, 32), help="CNN channels, e.g. 8,16,32,32"
-    )
+    add_model_arguments(fit)
     fit.add_argument("--no-defaults", action="store_true", help="enable only the named plugins")
     fit.add_argument(
         "--resume", metavar="PATH", help="continue from a checkpoint (= -p checkpoint:resume=PATH)"
@@ -322,7 +413,9 @@ def _add_plugin_commands(catalog: Catalog, commands: _Commands) -> None:
             catalog.broken_commands[name] = BrokenPlugin(name, origin, error)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, catalog: Catalog | None = None, config: bool = True
+) -> int:
     """Run the ``lookinside`` command; returns the exit status.
 
     Bad input (a :class:`~engine.exceptions.LookinsideError`) is one line and
@@ -331,6 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     :class:`~engine.exceptions.Terminated` is raised where the program is, so
     ``checkpoint`` writes ``interrupted.pt``), then one line and status 143; the
     previous handler is put back afterwards.
+
+    :param argv: the arguments; ``sys.argv[1:]`` by default.
+    :param catalog: the plugins to use; by default the installed ones
+        (:func:`engine.manager.load_catalog`). :func:`engine.testing.run_cli` passes one.
+    :param config: read a config file (``lookinside.toml``) as the command line
+        does; ``False`` is ``--no-config`` for every command.
     """
     from engine.exceptions import LookinsideError
     from engine.exceptions import Terminated
@@ -338,12 +437,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     depth = len(_invocations)
     with _SigtermRaises():
         try:
-            from engine.manager import load_catalog
+            if catalog is None:
+                from engine.manager import load_catalog
 
-            catalog = load_catalog()
+                catalog = load_catalog()
+            argv = list(sys.argv[1:] if argv is None else argv)
+            for name in named_plugins(argv):  # autoload off: their packages' commands, datasets
+                catalog.load_distribution_of(name)
             args = build_parser(catalog).parse_args(argv)
             args.catalog = catalog
-            args.argv = list(sys.argv[1:] if argv is None else argv)
+            if not config and hasattr(args, "no_config"):
+                args.no_config = True
+            args.argv = list(argv)
             _invocations.append(list(args.argv))
             return int(args.run(args) or 0)
         except LookinsideError as exc:
@@ -430,12 +535,12 @@ def _fit(args: argparse.Namespace) -> int:
 
     from engine.distributed import launch
 
+    spec = model_spec_from_args(args)  # a bad --act or --norm fails before anything starts
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         # the processes torchrun starts must not start more
         return launch(args.nproc, ["-m", "engine.cli", *_without_option(args.argv, "--nproc")])
 
     from engine.exceptions import LookinsideError
-    from engine.nn import cnn
 
     out = Path(args.out)
     try:
@@ -447,8 +552,7 @@ def _fit(args: argparse.Namespace) -> int:
     catalog = args.catalog
     data = data_from_args(args, catalog)
     torch.manual_seed(args.seed)
-    n_in = data.input_shape[0] if data.input_shape else 1
-    model = cnn(n_out=data.c or 10, channels=args.channels, n_in=n_in)
+    model = spec.build(data)  # the data lacking c or input_shape is one line, before training
     plugins = list(args.plugins)
     if args.resume:
         plugins.append(("checkpoint", {"resume": args.resume}))

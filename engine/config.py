@@ -57,9 +57,13 @@ class Config:
         return str(self.path) if self.path else "no config file"
 
     def requests(self) -> Iterator[Any]:
-        """The file's plugin requests, in the form :func:`engine.selection.select` takes."""
-        yield from self.plugins
+        """The file's plugin requests, in the form :func:`engine.selection.select` takes.
+
+        The option tables come first: a table enables its plugin, and then the
+        ``plugins`` list has the last word, so ``"no:NAME"`` there turns it off.
+        """
         yield from self.options.items()
+        yield from self.plugins
 
 
 def find_config(start: str | Path | None = None) -> Path | None:

@@ -67,13 +67,13 @@ class Vote(IntEnum):
         """
         if self is Vote.GOING_ON:
             raise ValueError("going on is not a cancellation")
-        kind = {
+        kinds: dict[Vote, type[CancelException]] = {
             Vote.CANCEL_BATCH: CancelBatchException,
             Vote.PASS_OVER: CancelBatchException,
             Vote.CANCEL_EPOCH: CancelEpochException,
             Vote.CANCEL_TRAIN: CancelTrainException,
-        }[self]
-        return kind(message)
+        }
+        return kinds[self](message)
 
 
 _WORDS = {

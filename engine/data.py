@@ -8,13 +8,18 @@ and a collate. Any ``torch.utils.data.DataLoader`` works in its place.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from typing import Any
 
 import torch
 from torch.utils.data import Sampler
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class TensorLoader:
@@ -177,12 +182,21 @@ class ShardSampler(Sampler[int]):
 class DataBunch:
     """The training and validation loaders of a fit, and what describes the data.
 
+    ``c`` and ``input_shape`` are what a model needs to fit the data:
+    :func:`engine.nn.build_model` (``lookinside fit``) sizes its outputs with ``c``
+    and picks the CNN for an ``input_shape`` of images ``(C, H, W)``, an MLP for
+    flat features ``(F,)``. A dataset whose data wants another model supplies it as
+    ``make_model``, which ``--model auto`` (the default) builds instead.
+
     :param train_dl: yields ``(xb, yb)`` training batches.
     :param valid_dl: yields validation batches, or ``None`` to skip validation.
     :param c: number of classes (outputs of the model), when known.
     :param input_shape: the shape of one input as the model expects it, e.g.
-        ``(1, 8, 8)`` for flat rows that ``batch_transform`` should reshape.
+        ``(1, 8, 8)`` for flat rows that ``batch_transform`` should reshape, or
+        ``(20,)`` for 20 flat features.
     :param name: a label for reports.
+    :param make_model: builds the model for this data when called with no argument;
+        ``None``: the model is chosen from ``c`` and ``input_shape``.
     """
 
     train_dl: Iterable[Any]
@@ -190,6 +204,7 @@ class DataBunch:
     c: int | None = None
     input_shape: tuple[int, ...] | None = None
     name: str = "data"
+    make_model: Callable[[], nn.Module] | None = None
 
     @classmethod
     def from_tensors(
@@ -203,12 +218,58 @@ class DataBunch:
         seed: int = 0,
         **kwargs: Any,
     ) -> DataBunch:
-        """In-memory loaders: training shuffled, validation in order at ``2*bs``."""
+        """In-memory loaders: training shuffled, validation in order at ``2*bs``.
+
+        ``c`` and ``input_shape`` are inferred from the tensors unless given (pass
+        ``None`` to leave one unset): ``input_shape`` is ``x_train.shape[1:]`` (for
+        inputs of at least two dimensions), ``c`` the largest label plus one when the
+        targets are 1-D integer class labels (no negative one). Pass ``c`` when some
+        classes are absent from the labels given, and ``input_shape=(1, 28, 28)``
+        for flat rows that are images.
+
+        :param x_train: training inputs, first dimension the sample.
+        :param y_train: training targets.
+        :param x_valid: validation inputs; no validation without them.
+        :param y_valid: validation targets.
+        :param bs: the training batch size.
+        :param valid_bs: the validation batch size (default ``2 * bs``).
+        :param seed: seeds the training loader's shuffling.
+        :param kwargs: more fields of the bunch: ``c``, ``input_shape``, ``name``,
+            ``make_model``.
+        """
         train = TensorLoader(x_train, y_train, bs, shuffle=True, seed=seed)
         valid = None
         if x_valid is not None and y_valid is not None:
             valid = TensorLoader(x_valid, y_valid, valid_bs or 2 * bs, shuffle=False)
+        if "input_shape" not in kwargs and x_train.dim() >= 2:
+            kwargs["input_shape"] = tuple(int(d) for d in x_train.shape[1:])
+        if "c" not in kwargs:
+            kwargs["c"] = _class_count(y_train, None if valid is None else y_valid)
         return cls(train, valid, **kwargs)
+
+
+def _class_count(*targets: torch.Tensor | None) -> int | None:
+    """The number of classes integer labels imply, the largest plus one; None if unsure.
+
+    Only 1-D tensors of integers (not bools) of no negative value count as labels;
+    anything else (float targets, one-hot rows, no label at all) gives None. Reading
+    the largest label copies one number to the host.
+
+    :param targets: the label tensors (``None`` entries are skipped).
+    """
+    largest = -1
+    for y in targets:
+        if y is None:
+            continue
+        if y.dim() != 1 or y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+            return None
+        if len(y) == 0:
+            continue
+        low, high = torch.aminmax(y)
+        if int(low) < 0:
+            return None
+        largest = max(largest, int(high))
+    return largest + 1 if largest >= 0 else None
 
 
 def batch_count(dl: Iterable[Any]) -> int | None:

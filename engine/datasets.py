@@ -22,17 +22,22 @@ import pickle
 from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
-import numpy as np
-import torch
-
-from engine.data import DataBunch
 from engine.exceptions import DataError
 from engine.hookspecs import RegisterDataset
 from engine.hookspecs import hookimpl
 from engine.manager import Catalog
 from engine.manager import load_catalog
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from engine.data import DataBunch
+
+    _Pair = tuple[torch.Tensor, torch.Tensor]
 
 N_CLASSES = 10
 MNIST_FILES = (
@@ -45,7 +50,6 @@ MNIST_PKL_URL = (
     "https://github.com/mnielsen/neural-networks-and-deep-learning/raw/master/data/mnist.pkl.gz"
 )
 _PKL_LAYOUT = "((x_train, y_train), (x_valid, y_valid), (x_test, y_test))"
-_Pair = tuple[torch.Tensor, torch.Tensor]
 _UNPICKLE_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, pickle.UnpicklingError)
 _UNPICKLE_ERRORS += (AttributeError, ImportError, IndexError, KeyError, TypeError, ValueError)
 _PKL_GLOBALS = frozenset(
@@ -80,6 +84,10 @@ def _bunch(
     :param bs: the training batch size.
     :param seed: seeds the training loader's shuffling.
     """
+    import torch
+
+    from engine.data import DataBunch
+
     (x_train, y_train), (x_valid, y_valid) = train, valid
     for split, y in (("training", y_train), ("validation", y_valid)):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= N_CLASSES):
@@ -119,6 +127,8 @@ def digits(bs: int = 64, seed: int = 0) -> DataBunch:
     :param bs: the training batch size.
     :param seed: seeds the shuffling of the training loader.
     """
+    import numpy as np
+    import torch
     from sklearn.datasets import load_digits
 
     raw = load_digits()
@@ -180,6 +190,8 @@ def _torchvision_mnist(
     :param bs: the training batch size.
     :param seed: seeds the training loader's shuffling.
     """
+    import torch
+
     root = Path(data_dir).expanduser()
     present = _files_present(root, cls_name)
     if not present and not download:
@@ -279,6 +291,8 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _describe(obj: object) -> str:
+    import numpy as np
+
     if isinstance(obj, np.ndarray):
         return f"an array of shape {obj.shape} and dtype {obj.dtype}"
     if isinstance(obj, (tuple, list)):
@@ -288,6 +302,8 @@ def _describe(obj: object) -> str:
 
 def _pkl_pairs(obj: object, path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Check the unpickled object's layout; return the training and validation pairs."""
+    import numpy as np
+
     expected = f"{path} should hold {_PKL_LAYOUT} as numpy arrays"
     if not isinstance(obj, (tuple, list)) or len(obj) not in (2, 3):
         raise DataError(f"{expected}; found {_describe(obj)} at the top level")
@@ -336,6 +352,9 @@ def mnist_pkl(data_path: str | Path = "mnist.pkl.gz", bs: int = 64, seed: int = 
     :param bs: the training batch size.
     :param seed: seeds the shuffling of the training loader.
     """
+    import numpy as np
+    import torch
+
     path = Path(data_path).expanduser()
     if not path.is_file():
         raise DataError(

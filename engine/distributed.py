@@ -31,15 +31,16 @@ import os
 from collections.abc import Callable
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from typing import Any
-
-import torch
-import torch.distributed as dist
 
 from engine.coordinator import Coordinator
 from engine.coordinator import Vote
 from engine.exceptions import CancelBatchException
 from engine.exceptions import CancelException
+
+if TYPE_CHECKING:
+    import torch
 
 _STARTS = itertools.count(1)
 """How many process groups this process started (the same count on every rank)."""
@@ -75,6 +76,8 @@ class Distributed:
     """
 
     def __init__(self, group: Any = None, control: Any = None, owned: bool = False) -> None:
+        import torch.distributed as dist
+
         self.group = group
         self.control = control
         self.owned = owned
@@ -100,6 +103,9 @@ class Distributed:
         :param timeout: seconds a collective operation may wait for the others
             before failing.
         """
+        import torch
+        import torch.distributed as dist
+
         owned = not dist.is_initialized()
         if owned:
             for key in ("MASTER_ADDR", "MASTER_PORT", "RANK"):
@@ -138,6 +144,9 @@ class Distributed:
         :returns: per vote (indexed by :class:`~engine.coordinator.Vote`), the
             number of ranks that cast it.
         """
+        import torch
+        import torch.distributed as dist
+
         counts = torch.zeros(len(Vote), dtype=torch.int64)
         counts[vote] = 1
         dist.all_reduce(counts, group=self.control)
@@ -146,6 +155,9 @@ class Distributed:
 
     def sum(self, values: list[float]) -> list[float]:
         """Sum host numbers over the ranks (float64, on the control group)."""
+        import torch
+        import torch.distributed as dist
+
         if not values:
             return []
         tensor = torch.tensor(values, dtype=torch.float64)
@@ -154,18 +166,24 @@ class Distributed:
 
     def gather(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (picklable), in rank order."""
+        import torch.distributed as dist
+
         out: list[Any] = [None] * self.world_size
         dist.all_gather_object(out, obj, group=self.control)
         return out
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         """Rank ``src``'s ``obj`` (picklable), on every rank."""
+        import torch.distributed as dist
+
         box = [obj]
         dist.broadcast_object_list(box, src=src, group=self.control)
         return box[0]
 
     def close(self) -> None:
         """End the groups this object started; it keeps its rank for ``is_main``."""
+        import torch.distributed as dist
+
         if self.control is not None and dist.is_initialized():
             dist.destroy_process_group(self.control)
         self.control = None
@@ -227,6 +245,8 @@ class DistributedCoordinator(Coordinator):
         raise exc
 
     def begin_pass(self, training: bool) -> None:
+        import torch.distributed as dist
+
         self.pass_over = False
         self._training = training
         if not training and self.buffers is not None:
@@ -268,12 +288,18 @@ class DistributedCoordinator(Coordinator):
 
 
 def main_process() -> bool:
-    """Whether this process should print: rank 0 of a running process group, or alone.
+    """Whether this process should print: rank 0 of a running process group, else
+    rank 0 as ``torchrun`` numbered it (``RANK``, before the group starts), or alone.
 
-    For code without a learner at hand; plugins read ``learner.is_main``, which
-    stays right after the fit's group has ended.
+    For code without a learner at hand, or before ``ddp``'s ``begin_fit`` set one
+    up; plugins read ``learner.is_main``, which stays right after the fit's group
+    has ended.
     """
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return bool(dist.get_rank() == 0)
+    return env_rank()[0] == 0
 
 
 def say(message: str) -> None:

@@ -95,8 +95,9 @@ events = _EventNamespace()
 
 begin_fit = events.signal(
     "begin_fit",
-    doc="The fit starts. Set: model, data, opt, epochs, loss_func, out_dir, epoch=0. "
-    "Receivers may set epoch to start later (resuming). May raise CancelTrainException.",
+    doc="The fit starts. Set: model, data, opt, epochs, loss_func, out_dir, epoch=0, "
+    "resuming=False; checkpoint's receiver runs first (order.RESUME) and, resuming, "
+    "restores every state, moves epoch and sets resuming. May raise CancelTrainException.",
 )
 begin_epoch = events.signal(
     "begin_epoch",

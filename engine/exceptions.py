@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CancelException(Exception):
     """Base of the cancellations; raise one of its subclasses, not this."""
@@ -23,7 +25,22 @@ class CancelEpochException(CancelException):
 
 
 class CancelTrainException(CancelException):
-    """Stop the fit: ``after_cancel_train`` fires, then ``after_fit``."""
+    """Stop the fit: ``after_cancel_train`` fires, then ``after_fit``.
+
+    Say why in the message, ``CancelTrainException("ratio 3.2 > 0.5 for 5 steps")``:
+    the learner keeps the exception in ``learner.cancelled``, and ``progress`` shows
+    the reason after the epoch rows (``stopped after epoch N: REASON``). A plugin
+    that already printed it passes ``printed=True``, and ``progress`` does not
+    repeat it.
+
+    :param reason: why the fit stops.
+    :param printed: whether the raiser printed the reason itself.
+    """
+
+    def __init__(self, reason: str = "", *, printed: bool = False) -> None:
+        super().__init__(*([reason] if reason else []))
+        self.printed = printed
+        """Whether the raiser printed the reason itself (``progress`` then does not)."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,4 +92,17 @@ class DataError(LookinsideError):
 
 
 class TrainingDiverged(LookinsideError):
-    """The loss became NaN or infinite: the weights are lost, training cannot go on."""
+    """The loss became NaN or infinite: the weights are lost, training cannot go on.
+
+    Observers that write files skip them when a fit ended this way
+    (:func:`diverged`): the pictures of an earlier, good run in the same folder
+    are worth more than pictures of NaN.
+    """
+
+
+def diverged(learner: Any) -> bool:
+    """Whether ``learner``'s fit ended with :class:`TrainingDiverged` (read in ``after_fit``).
+
+    :param learner: the learner, in ``after_fit``.
+    """
+    return isinstance(getattr(learner, "error", None), TrainingDiverged)

@@ -80,8 +80,11 @@ def lookinside_register(register: Register) -> None:
         register(factory, *, name=None, default=False, options=None, doc=None)
 
     ``factory`` is a plugin class (or any callable returning a plugin object)
-    whose keyword arguments are the plugin's options. ``name`` defaults to the
-    entry point's name; ``default=True`` enables the plugin unless the user turns
+    whose keyword arguments are the plugin's options. The plugin's name is
+    ``name``, else the class's own ``name`` attribute, else the entry point's
+    name; a plugin object attached from Python (``Learner(plugins=[obj])``) gets
+    the same one (its ``name`` attribute, else the name its class is registered
+    under), so checkpoints and options find it either way. ``default=True`` enables the plugin unless the user turns
     it off with ``-p no:NAME``. ``options`` is a list of
     :class:`engine.options.Option`; when left out, the options are read from the
     factory's signature (names, annotated types, defaults) and its docstring's

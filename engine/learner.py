@@ -15,12 +15,15 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
+from collections.abc import Sequence
 from contextlib import ExitStack
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import Literal
+from typing import overload
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +31,12 @@ from blinker import NamedSignal
 from torch import nn
 
 from engine import events as ev
+from engine import inference
 from engine import learner_state
+from engine import notebook
+from engine import recipes
 from engine._checks import add_note
+from engine._checks import did_you_mean
 from engine._checks import optimizer
 from engine.bus import AroundForward
 from engine.bus import PluginBus
@@ -47,11 +54,15 @@ from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelException
 from engine.exceptions import CancelTrainException
 from engine.exceptions import DataError
+from engine.inference import Prediction
 from engine.manager import Catalog
 from engine.manager import load_catalog
 from engine.manager import tracing
 from engine.selection import PluginRequest
 from engine.selection import select
+from engine.summary import ModelSummary
+from engine.summary import summarize
+from engine.training_loop import TrainingLoop
 
 if TYPE_CHECKING:
     from engine.distributed import Distributed
@@ -80,6 +91,11 @@ class Learner:
     - ``cancelled``: from ``after_cancel_train`` on, the ``CancelTrainException``
       that stopped the fit (its message says why: ``str(learner.cancelled)``),
       else ``None``; kept after the fit
+    - ``resuming``: true when the fit goes on from a checkpoint: ``checkpoint``
+      restored every state (weights, counters, ``epoch``, plugins' states) in its
+      ``begin_fit``, which runs before every other plugin's (``order.RESUME``), so a
+      plugin's ``begin_fit`` can tell a resumed fit (append to its files) from a new
+      one; ``False`` otherwise
     - ``grad_scale``: the factor a loss scaler multiplies this batch's gradients
       by (a 0-d tensor, set by ``mixed_precision``), else ``None``
     - ``plugins``: the attached plugins by name, in the order they run
@@ -92,6 +108,13 @@ class Learner:
     - ``coordinator``: what the loop calls at its sync points
       (:mod:`engine.coordinator`): a :class:`~engine.coordinator.Coordinator` that
       does nothing, or during a distributed fit the one ``ddp`` installs
+
+    Beyond :meth:`fit`, the conveniences of a notebook: :meth:`lr_find`,
+    :meth:`fit_one_cycle`, :meth:`summary`, :meth:`show_training_loop`, and
+    :meth:`validate`, :meth:`get_preds` and :meth:`predict` (passes without events,
+    :mod:`engine.inference`). An attached plugin can be read as an attribute:
+    ``learner.recorder`` is ``learner.plugins["recorder"]`` (real attributes win;
+    type checkers see only ``learner.plugins``, e.g. ``learner.plugins.of(Recorder)``).
 
     :param model: the network.
     :param data: a :class:`~engine.data.DataBunch`, or a ``(train, valid)`` pair of
@@ -152,6 +175,7 @@ class Learner:
         self.log: dict[str, Any] = {}
         self.error: BaseException | None = None
         self.cancelled: CancelTrainException | None = None
+        self.resuming = False
         self.grad_scale: torch.Tensor | None = None
         self.dist: Distributed | None = None
         self.coordinator = Coordinator()
@@ -169,9 +193,11 @@ class Learner:
             select(catalog, requests, defaults, self.config) if catalog else ([], requests)
         )
         for item in enabled:
-            self.plugins.add(item.create(), item.spec.name)
+            self.plugins.add(
+                item.create(), item.spec.name, options=item.options, source=item.source
+            )
         for plugin in objects:
-            self.plugins.add(plugin)
+            self.plugins.add(plugin, self._name_for(plugin))
 
     @property
     def model(self) -> nn.Module:
@@ -215,8 +241,24 @@ class Learner:
         return self.dist is None or self.dist.rank == 0
 
     def add_plugin(self, plugin: object, name: str | None = None) -> object:
-        """Attach a plugin object; returns it. Names must be unique."""
-        return self.plugins.add(plugin, name)
+        """Attach a plugin object; returns it. Names must be unique.
+
+        :param plugin: the plugin object.
+        :param name: its name; by default its ``name`` attribute, else the name its
+            class is registered under by a plugin module, else its class name in
+            snake_case: the same name it gets when enabled by name.
+        """
+        return self.plugins.add(plugin, self._name_for(plugin, name))
+
+    def _name_for(self, plugin: object, name: str | None = None) -> str:
+        if name:
+            return name
+        own = getattr(plugin, "name", None)
+        if isinstance(own, str) and own:
+            return own
+        if self.catalog is None:
+            self.catalog = load_catalog()  # only for an object without a name attribute
+        return self.catalog.name_of(plugin) or plugin_name(plugin)
 
     def remove_plugin(self, name: str) -> object:
         """Detach the plugin called ``name``; returns it."""
@@ -225,7 +267,7 @@ class Learner:
     @contextmanager
     def added(self, plugin: object, name: str | None = None) -> Iterator[object]:
         """Attach ``plugin`` for the duration of a ``with`` block."""
-        key = name or plugin_name(plugin)
+        key = self._name_for(plugin, name)
         attached = self.plugins.add(plugin, key)
         try:
             yield attached
@@ -295,6 +337,7 @@ class Learner:
         self._stepping = False
         self.error = None
         self.cancelled = None
+        self.resuming = False
         self.dist = None  # ddp sets both again in begin_fit
         self.coordinator = Coordinator()
         try:
@@ -308,7 +351,19 @@ class Learner:
             self._fitting = False
             self.model.train()
             self.coordinator = Coordinator()  # no sync point in after_fit
+            self._end_fit()
+
+    def _end_fit(self) -> None:
+        """Send ``after_fit`` to every receiver. What a receiver raises becomes
+        :attr:`error` when the fit itself ended well, and propagates; when the fit
+        ended with an exception, that one goes on propagating, with a note."""
+        try:
             self._emit_to_all("after_fit")
+        except BaseException as exc:  # raised, or noted on the fit's own
+            if self.error is None:
+                self.error = exc
+                raise
+            add_note(self.error, f"then in after_fit: {type(exc).__name__}: {exc}")
 
     def _with_events(
         self,
@@ -357,7 +412,7 @@ class Learner:
 
     def _batches(self, dl: Iterable[Any]) -> None:
         for self.iter, batch in enumerate(dl):
-            self.xb, self.yb = _pair(batch)
+            self.xb, self.yb = inference.pair(batch)
             self.pred = None
             self.loss = None
             self._with_events(
@@ -463,9 +518,192 @@ class Learner:
         if first is not None:
             raise first
 
+    def lr_find(self, **options: Any) -> Any:
+        """Sweep the learning rate, then restore the learner exactly; returns the sweep.
+
+        Runs the ``lr_find`` plugin's :func:`~plugins.lr_finder.lr_find` on this
+        learner (see there for what is restored); ``result.suggestions`` holds
+        learning rates to start from.
+
+        :param options: ``min_lr``, ``max_lr``, ``num_it``, ``stop_div``,
+            ``stop_factor``, ``beta``, as for :func:`~plugins.lr_finder.lr_find`.
+        :returns: the sweep, a :class:`~plugins.lr_finder.LRFindResult`; in a
+            notebook its plot is shown too.
+        """
+        result = recipes.lr_find(self, **options)
+        if notebook.in_notebook() and hasattr(result, "plot"):
+            result.plot()  # a new figure: shown when the cell ends (engine.notebook)
+        return result
+
+    def fit_one_cycle(
+        self,
+        epochs: int,
+        lr_max: float | None = None,
+        **one_cycle_options: float | Sequence[float] | None,
+    ) -> None:
+        """Train ``epochs`` epochs with the lr (and momentum) following the one-cycle policy.
+
+        The ``schedule`` plugin sets ``one_cycle(lr_max, **one_cycle_options)`` for
+        this fit only; the optimizer's lr and momentum are put back afterwards
+        (:func:`engine.recipes.fit_one_cycle`).
+
+        :param epochs: the number of epochs.
+        :param lr_max: the peak learning rate; by default :attr:`lr`.
+        :param one_cycle_options: ``div``, ``final_div``, ``pct_start``, ``moms``, as
+            for :func:`plugins._schedules.one_cycle`.
+        :raises engine.exceptions.PluginError: a schedule plugin is attached already.
+        """
+        recipes.fit_one_cycle(self, epochs, lr_max, **one_cycle_options)
+
+    def show_training_loop(self) -> TrainingLoop:
+        """Which attached plugins receive each event, in the order they run.
+
+        The table ``lookinside plugins --events`` prints, for this learner's plugins;
+        the result shows it as a notebook cell's value (``print()`` it in a script).
+        """
+        return TrainingLoop.of(self.plugins)
+
+    def summary(self, containers: bool = False) -> ModelSummary:
+        """Each layer's name, type, output shape and parameters, from one batch.
+
+        The first batch of the training loader (else the validation one), prepared
+        as in a fit (:func:`engine.inference.batch_preparer`), goes through the model
+        in eval mode; see :mod:`engine.summary`.
+
+        :param containers: also list the modules that have children.
+        """
+        xb = inference.sample_inputs(self.data, "summary")
+        return summarize(self.model, inference.batch_preparer(self)(xb), containers)
+
+    def validate(self, dl: Iterable[Any] | None = None) -> dict[str, float]:
+        """One pass over ``dl`` without training: the loss and the metrics plugin's metrics.
+
+        No event is sent and nothing changes (:mod:`engine.inference`); the values
+        are averaged over the samples as the ``metrics`` plugin averages them.
+
+        :param dl: the loader; by default the validation loader.
+        :returns: ``{"valid_loss": ..., "valid_accuracy": ...}``: the loss, and each
+            metric of the attached ``metrics`` plugin.
+        """
+        metrics = getattr(self.plugins.get("metrics"), "funcs", None)
+        return inference.validate(
+            self.model,
+            inference.loader(self.data, dl, "validate"),
+            inference.batch_preparer(self),
+            self.loss_func,
+            metrics if isinstance(metrics, Mapping) else None,
+        )
+
+    @overload
+    def get_preds(
+        self, dl: Iterable[Any] | None = None, with_loss: Literal[False] = False
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    @overload
+    def get_preds(
+        self, dl: Iterable[Any] | None = None, *, with_loss: Literal[True]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+    def get_preds(
+        self, dl: Iterable[Any] | None = None, with_loss: bool = False
+    ) -> tuple[torch.Tensor, ...]:
+        """The model's outputs and the targets over ``dl``, concatenated on the CPU.
+
+        In eval mode, without gradients and without events (:mod:`engine.inference`).
+
+        :param dl: the loader; by default the validation loader.
+        :param with_loss: also return each sample's loss, third.
+        :returns: ``(preds, targets)``, or ``(preds, targets, losses)``.
+        """
+        preds, targets, losses = inference.get_preds(
+            self.model,
+            inference.loader(self.data, dl, "get_preds"),
+            inference.batch_preparer(self),
+            self.loss_func if with_loss else None,
+        )
+        return (preds, targets) if losses is None else (preds, targets, losses)
+
+    def predict(self, x: torch.Tensor, batched: bool | None = None) -> Prediction:
+        """The predicted classes and their probabilities for one input or a batch.
+
+        ``x`` is prepared as a batch is in a fit and goes through the model in eval
+        mode; the results are on the CPU. Whether ``x`` is one sample or a batch is
+        judged from the data (:func:`engine.inference.looks_batched`) unless given.
+
+        :param x: one input (as one sample of the loaders, or of the data's
+            ``input_shape``), or a batch of them.
+        :param batched: whether ``x`` is a batch; ``None`` judges from its shape.
+        :returns: ``(classes, probs)``, without a batch dimension for one sample.
+        """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"predict: x should be a tensor, got {type(x).__name__}")
+        if batched is None:
+            batched = inference.looks_batched(x, self.data)
+        return inference.predict(self.model, x, inference.batch_preparer(self), batched)
+
+    if not TYPE_CHECKING:  # typed code reads learner.plugins (plugins.of(Kind) for a type)
+
+        def __getattr__(self, name: str) -> object:
+            """The attached plugin called ``name``: ``learner.recorder``.
+
+            Only called for names that are no real attribute, which always win.
+            Private and special names are never plugins, so copying and pickling
+            (which look up ``__setstate__`` on an empty learner) and the setters
+            in ``__init__`` (before :attr:`plugins` exists) see a plain
+            ``AttributeError``.
+            """
+            plugins = self.__dict__.get("plugins")
+            if name.startswith("_") or plugins is None:
+                raise AttributeError(
+                    f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+                )
+            if name in plugins:
+                return plugins[name]
+            public = [a for a in (*dir(type(self)), *self.__dict__) if not a.startswith("_")]
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r} and no plugin "
+                f"named {name!r} is attached{did_you_mean(name, [*plugins, *public])}; "
+                f"attached plugins: {', '.join(plugins) or 'none'}",
+                name=name,
+                obj=self,
+            )
+
+    def _facts(self) -> dict[str, str]:
+        """What the learner is made of, for its text and HTML representations."""
+        params = sum(p.numel() for p in self.model.parameters())
+        opt = self.opt_func if isinstance(self.opt_func, type) else type(self.opt_func)
+        facts = {
+            "model": f"{type(self.model).__name__} ({params:,} parameters)",
+            "data": _describe_data(self.data),
+            "loss": getattr(self.loss_func, "__name__", type(self.loss_func).__name__),
+            "optimizer": f"{getattr(opt, '__name__', opt)}, lr {self.lr:g}",
+        }
+        if self.n_iter:
+            facts["trained"] = f"{self.n_epochs:g} epochs ({self.n_iter} batches)"
+        if self.out_dir is not None:
+            facts["out_dir"] = str(self.out_dir)
+        return facts
+
     def __repr__(self) -> str:
-        names = ", ".join(self.plugins) or "none"
-        return f"<Learner {type(self.model).__name__} lr={self.lr} plugins: {names}>"
+        lines = [
+            f"Learner: {key} {value}" if i == 0 else f"  {key}: {value}"
+            for i, (key, value) in enumerate(self._facts().items())
+        ]
+        lines[0] = lines[0].replace("Learner: model ", "Learner of ")
+        return "\n".join([*lines, f"  {self.plugins!r}".replace("\n", "\n  ")])
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(key)}</th>"
+            f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+            for key, value in self._facts().items()
+        )
+        return (
+            f"<b>Learner</b><table>{rows}</table>"
+            f"<p>{len(self.plugins)} plugins, in run order:</p>{self.plugins._repr_html_()}"
+        )
 
 
 def _add_note(exc: BaseException, owner: tuple[str, str] | None, event: str) -> None:
@@ -488,15 +726,27 @@ def _send(signal: NamedSignal, learner: Learner) -> None:
         raise
 
 
-def _pair(batch: Any) -> tuple[Any, Any]:
-    try:
-        xb, yb = batch
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"a batch should be a pair (inputs, targets), got {type(batch).__name__}; "
-            "wrap the loader so it yields (xb, yb)"
-        ) from None
-    return xb, yb
+def _describe_data(data: DataBunch) -> str:
+    """``digits: 1437 train / 360 valid samples, bs 16, 10 classes, input (1, 8, 8)``."""
+    counts = []
+    for part, dl in (("train", data.train_dl), ("valid", data.valid_dl)):
+        if dl is None:
+            continue
+        dataset = getattr(dl, "dataset", getattr(dl, "x", None))
+        try:
+            counts.append(f"{len(dataset)} {part}")  # type: ignore[arg-type]
+        except TypeError:
+            counts.append(f"{part} (size unknown)")
+    text = " / ".join(counts) + " samples" if counts else "no loaders"
+    bs = getattr(data.train_dl, "bs", getattr(data.train_dl, "batch_size", None))
+    if bs is not None:
+        text += f", bs {bs}"
+    if data.c is not None:
+        text += f", {data.c} classes"
+    if data.input_shape:
+        text += f", input {tuple(data.input_shape)}"
+    name = getattr(data, "name", "")
+    return f"{name}: {text}" if name and name != "data" else text
 
 
 def _as_config(config: Config | str | Path | bool | None) -> Config:

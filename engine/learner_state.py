@@ -25,6 +25,7 @@ Not held: gradients and train/eval modes, and what a fit sets for the pass and
 batch in progress (:data:`FIT_ATTRIBUTES`).
 
 >>> import copy
+>>> import torch
 >>> from engine import DataBunch, Learner
 >>> x, y = torch.randn(8, 3), torch.tensor([0, 1] * 4)
 >>> learner = Learner(torch.nn.Linear(3, 2), DataBunch.from_tensors(x, y, bs=4), defaults=False)
@@ -45,13 +46,13 @@ from typing import Any
 from typing import Protocol
 from typing import TypeGuard
 
-import torch
-
 from engine.exceptions import LookinsideError
 from engine.random_state import capture_rng
 from engine.random_state import restore_rng
 
 if TYPE_CHECKING:
+    import torch
+
     from engine.learner import Learner
 
 REQUIRED: dict[str, tuple[type, ...]] = {
@@ -72,7 +73,7 @@ a state without one leaves that part of the learner as it is."""
 
 FIT_ATTRIBUTES: tuple[str, ...] = (
     "epochs", "iters", "iter", "in_train", "dl", "xb", "yb", "pred", "loss", "log", "error",
-    "cancelled",
+    "cancelled", "resuming",
 )  # fmt: skip
 """What a fit sets on the learner besides its state: the pass and batch in progress,
 the epoch's log and how the fit ended. They are never saved (they hold loaders,
@@ -221,6 +222,8 @@ def loader_generators(loader: object) -> list[torch.Generator]:
 
     :param loader: a data loader, or ``None``.
     """
+    import torch
+
     batch_sampler = getattr(loader, "batch_sampler", None)
     owners = (
         loader,
@@ -242,6 +245,8 @@ def check_layout(state: object) -> None:
     :param state: what to check.
     :raises StateError: a key is missing or a value has another type.
     """
+    import torch
+
     if not isinstance(state, Mapping):
         raise StateError(
             "cannot load the learner state: expected a dict from "
@@ -279,6 +284,8 @@ def check_model(model: torch.nn.Module, saved: Mapping[str, Any]) -> None:
     :param saved: the saved ``state_dict``.
     :raises StateError: keys are missing or unexpected, or a shape differs.
     """
+    import torch
+
     mine = model.state_dict()
     missing = [key for key in mine if key not in saved]
     unexpected = [key for key in saved if key not in mine]

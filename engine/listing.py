@@ -5,15 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from engine.bus import event_methods
+from engine.bus import PluginBus
 from engine.config import Config
-from engine.events import EVENTS
 from engine.manager import Catalog
 from engine.manager import PluginSpec
 from engine.options import REQUIRED
 from engine.selection import Enabled
 from engine.selection import PluginRequest
 from engine.selection import select
+from engine.training_loop import TrainingLoop
 
 _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
 _LITERAL = re.compile(r"``([^`]+)``")
@@ -117,19 +117,11 @@ def describe_plugins(
 
 
 def training_loop(enabled: list[Enabled], objects: Iterable[object] = ()) -> str:
-    """For each event, the plugins that receive it, in the order they run."""
-    rows: list[tuple[int, int, str, set[str]]] = []
-    for index, item in enumerate(enabled):
-        plugin = item.create()
-        order = getattr(plugin, "order", 0)
-        rows.append((order, index, item.spec.name, set(event_methods(plugin, item.spec.name))))
-    for index, plugin in enumerate(objects, start=len(rows)):
-        name = getattr(plugin, "name", type(plugin).__name__)
-        rows.append((getattr(plugin, "order", 0), index, name, set(event_methods(plugin, name))))
-    rows.sort()
-    width = max(len(event) for event in EVENTS)
-    lines = []
-    for event in EVENTS:
-        names = [name for _, _, name, events in rows if event in events]
-        lines.append(f"{event:<{width}}  {', '.join(names) or '-'}")
-    return "\n".join(lines)
+    """For each event, the plugins that receive it, in the order they run: the
+    plugins attached as a learner would attach them (:class:`~engine.bus.PluginBus`)."""
+    bus = PluginBus()
+    for item in enabled:
+        bus.add(item.create(), item.spec.name)
+    for plugin in objects:
+        bus.add(plugin)
+    return str(TrainingLoop.of(bus))

@@ -37,6 +37,7 @@ Environment variables:
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import inspect
 import logging
@@ -220,7 +221,7 @@ class Catalog:
         if name in self.broken:
             raise self.broken[name].as_error()
         if name in self.unloaded:
-            _load_entry_point(self, self.unloaded.pop(name))
+            self.load_distribution_of(name)
             return self.get(name)
         if name in self.blocked:
             dist_name = _distribution(self.blocked[name])[0]
@@ -251,10 +252,30 @@ class Catalog:
             f"available datasets: {available}"
         )
 
+    def load_distribution_of(self, name: str) -> None:
+        """Load the entry point ``name`` that autoload skipped, and every other entry
+        point of its distribution: naming one plugin of a package (``-p NAME``) brings
+        the package's datasets and commands too. Nothing happens for other names.
+
+        :param name: an entry point's name (a plugin's, usually).
+        """
+        if name not in self.unloaded:
+            return
+        dist_name = _distribution(self.unloaded[name])[0]
+        for other, ep in list(self.unloaded.items()):
+            if _distribution(ep)[0] == dist_name:
+                del self.unloaded[other]
+                _load_entry_point(self, ep)
+
     @property
     def defaults(self) -> list[str]:
         """Names of the plugins enabled unless turned off."""
         return [spec.name for spec in self.plugins.values() if spec.default or spec.required]
+
+    def name_of(self, plugin: object) -> str | None:
+        """The name a plugin object's class is registered under, if it is registered."""
+        cls = type(plugin)
+        return next((spec.name for spec in self.plugins.values() if spec.factory is cls), None)
 
     def add_module(self, module: ModuleType, name: str | None = None) -> None:
         """Load a plugin module by hand (not through an entry point)."""
@@ -290,7 +311,9 @@ def load_catalog(
 
     :param autoload: load third-party entry points now; defaults to the
         ``LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD`` switch. When off they are loaded on
-        first use by name (:meth:`Catalog.get`).
+        first use by name (:meth:`Catalog.get`, with the rest of their
+        distribution), except those ``LOOKINSIDE_PLUGINS`` names (by entry point or
+        distribution), which are loaded now.
     :param entry_points: the entry points to use instead of the installed ones
         (for tests).
     """
@@ -308,7 +331,9 @@ def load_catalog(
             _load_entry_point(catalog, ep)
         elif allowed is not None and ep.name not in allowed and dist_name not in allowed:
             catalog.blocked.setdefault(ep.name, ep)
-        elif autoload:
+        elif autoload or allowed is not None:
+            # named in LOOKINSIDE_PLUGINS: loaded even with autoload off, as pytest
+            # loads PYTEST_PLUGINS (its commands and datasets must exist at once)
             _load_entry_point(catalog, ep)
         else:
             catalog.unloaded.setdefault(ep.name, ep)
@@ -335,6 +360,14 @@ def _distribution(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
     dist = ep.dist
     if dist is None:
         return "(unknown)", ""
+    return _name_and_version(dist)
+
+
+@functools.lru_cache(maxsize=128)
+def _name_and_version(dist: importlib.metadata.Distribution) -> tuple[str, str]:
+    """A distribution's name and version, read once per distribution object: every
+    ``dist.metadata`` (and ``dist.version``) parses the metadata file again, and
+    loading the catalogue asks for each entry point's three times."""
     return dist.metadata["Name"] or "(unknown)", dist.version or ""
 
 
@@ -450,6 +483,12 @@ def check_hook_names(pm: pluggy.PluginManager, module: object, name: str) -> Non
             )
 
 
+def _name_attribute(factory: Any) -> str | None:
+    """A plugin class's own ``name`` attribute, if it has a usable one."""
+    name = getattr(factory, "name", None) if isinstance(factory, type) else None
+    return name if isinstance(name, str) and name else None
+
+
 def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -> None:
     pm = catalog.pm
     try:
@@ -468,7 +507,7 @@ def _register_module(catalog: Catalog, module: Any, name: str, origin: Origin) -
         options: list[Option] | None = None,
         doc: str | None = None,
     ) -> None:
-        plugin_name = name or origin.entry_point.partition(" = ")[0]
+        plugin_name = name or _name_attribute(factory) or origin.entry_point.partition(" = ")[0]
         if not callable(factory):
             raise PluginError(
                 f"plugin {plugin_name!r}: register() expects a plugin class or factory, "

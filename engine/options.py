@@ -8,6 +8,7 @@ string into the option's type and says what was expected when it cannot.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import inspect
 import re
 import types
@@ -69,7 +70,7 @@ def options_from_factory(factory: Callable[..., Any]) -> list[Option]:
     target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
     try:
         signature = inspect.signature(target)
-        hints = typing.get_type_hints(target)
+        hints = _type_hints(target)
     except (TypeError, ValueError, NameError):
         return []
     helps = _param_docs(inspect.getdoc(factory) or "") | _param_docs(inspect.getdoc(target) or "")
@@ -85,6 +86,30 @@ def options_from_factory(factory: Callable[..., Any]) -> list[Option]:
         kind = hints.get(param.name, type(default) if default not in (None, REQUIRED) else str)
         options.append(Option(param.name, kind, default, helps.get(param.name, "")))
     return options
+
+
+def _type_hints(target: Callable[..., Any]) -> dict[str, Any]:
+    """``typing.get_type_hints(target)``, also when an annotation names what only type
+    checkers import.
+
+    A plugin module imports torch under ``if TYPE_CHECKING:`` so that loading the
+    catalogue imports no torch; ``get_type_hints`` then fails on ``torch.device``, or
+    on an alias spelled with ``"Tensor"``. Each annotation is evaluated on its own
+    instead, names inside aliases left unresolved, and one naming an absent module
+    is kept as its text.
+    """
+    try:
+        return typing.get_type_hints(target)
+    except NameError:
+        pass
+    namespace = getattr(inspect.unwrap(target), "__globals__", {})
+    hints: dict[str, Any] = {}
+    for name, annotation in getattr(target, "__annotations__", {}).items():
+        hints[name] = annotation
+        if isinstance(annotation, str):
+            with contextlib.suppress(NameError):
+                hints[name] = eval(annotation, namespace)  # as get_type_hints does
+    return hints
 
 
 def _param_docs(doc: str) -> dict[str, str]:

@@ -13,6 +13,8 @@ this table, and a plugin of your own can name its place relative to theirs::
 =====================  =====  ================================================================
 constant               value  why there
 =====================  =====  ================================================================
+``RESUME``             -100   ``checkpoint``'s ``begin_fit`` only (its ``event_order``): a resumed
+                              fit's state is back before any other plugin's ``begin_fit`` runs
 ``DEVICE``             -50    moves the model in begin_fit and each batch in begin_batch before
                               anything reads them
 ``DDP``                -45    wraps the model once ``device`` has moved it
@@ -40,6 +42,7 @@ relative order is what the tests pin.
 
 from __future__ import annotations
 
+RESUME = -100
 DEVICE = -50
 DDP = -45
 SCHEDULE = -20

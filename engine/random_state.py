@@ -19,8 +19,6 @@ import random
 from types import ModuleType
 from typing import Any
 
-import torch
-
 
 def capture_rng() -> dict[str, Any]:
     """The states of the torch (CPU and CUDA), Python and numpy generators.
@@ -29,6 +27,8 @@ def capture_rng() -> dict[str, Any]:
         uint8 tensor per CUDA device; empty without CUDA), ``python`` (a dict)
         and ``numpy`` (a dict, or ``None`` when numpy is not installed).
     """
+    import torch
+
     version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -60,6 +60,8 @@ def restore_rng(state: dict[str, Any]) -> list[str]:
     :returns: what could not be restored here, in words (e.g. ``"the CUDA
         generators (2 saved, 0 device(s) here)"``); empty when everything was.
     """
+    import torch
+
     skipped: list[str] = []
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda") or []

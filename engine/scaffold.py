@@ -1,8 +1,9 @@
 """``lookinside new-plugin NAME [DIR]``: write a plugin package that installs and tests green.
 
-The package holds a ``setup.cfg`` with the ``lookinside.plugins`` entry point, a
-``pyproject.toml`` naming the build system, a README, the plugin module and a
-test. As generated, ``pip install .`` then ``python -m pytest tests`` passes, and
+The package holds a ``setup.cfg`` with the ``lookinside.plugins`` entry point and
+the range of lookinside releases it works with (:func:`engine.version.compatible_range`),
+a ``pyproject.toml`` naming the build system, a README, the plugin module and
+tests written with :mod:`engine.testing`. As generated, ``pip install .`` then ``python -m pytest tests`` passes, and
 ``lookinside fit -p NAME`` uses the plugin.
 
 The names of the built-in plugins, plugin modules, datasets and commands are
@@ -37,7 +38,7 @@ long_description_content_type = text/markdown
 py_modules = {module}
 python_requires = >=3.10
 install_requires =
-    lookinside
+    lookinside{requirement}
 
 [options.entry_points]
 lookinside.plugins =
@@ -109,30 +110,38 @@ def lookinside_register(register: Register) -> None:
 '''
 
 _TEST = '''\
-"""Tests of the {name} plugin."""
+"""Tests of the {name} plugin, with lookinside's test helpers (engine.testing)."""
 
 from __future__ import annotations
 
-import torch
+import pytest
 
-from engine import DataBunch
-from engine import Learner
+import {module}
 from engine.manager import load_catalog
+from engine.testing import make_learner
+from engine.testing import run_cli
 from {module} import {cls}
 
 
-def tiny_data() -> DataBunch:
-    x = torch.randn(12, 3, generator=torch.Generator().manual_seed(0))
-    y = (x[:, 0] > 0).long()
-    return DataBunch.from_tensors(x[:8], y[:8], x[8:], y[8:], bs=4)
-
-
 def test_counts_training_batches_per_epoch() -> None:
-    plugin = {cls}()
-    learner = Learner(torch.nn.Linear(3, 2), tiny_data(), plugins=[plugin], defaults=False)
+    # a hermetic learner: tiny data (32 samples, bs 8: 4 batches), no config file, no
+    # other plugin; the module is registered as if installed, so its name works
+    learner = make_learner(["{name}"], modules=[{module}])
     learner.fit(2)
-    assert plugin.batches == 2
-    assert learner.log["{name}_batches"] == 2
+    plugin = learner.plugins["{name}"]
+    assert isinstance(plugin, {cls}) and plugin.batches == 4
+    assert learner.log["{name}_batches"] == 4
+
+
+def test_a_bad_option_is_refused_with_the_plugins_name() -> None:
+    with pytest.raises(ValueError, match="plugin '{name}': every should be at least 1"):
+        make_learner(["{name}:every=0"], modules=[{module}])
+
+
+def test_from_the_command_line() -> None:
+    result = run_cli(["fit", "--epochs", "1", "-p", "{name}"], modules=[{module}])
+    assert result.exit_code == 0, result.err
+    assert "{name}_batches" in result.lines[0].split()  # the epoch table's header
 
 
 def test_is_installed_as_a_lookinside_plugin() -> None:
@@ -187,7 +196,15 @@ def new_plugin(name: str, directory: str | Path = ".") -> Path:
     root = Path(directory) / dist
     if root.exists():
         raise LookinsideError(f"{root} exists already; choose another name or folder")
-    values = {"name": name, "dist": dist, "module": module, "cls": cls}
+    from engine.version import compatible_range
+
+    values = {
+        "name": name,
+        "dist": dist,
+        "module": module,
+        "cls": cls,
+        "requirement": compatible_range(),
+    }
     files = {
         "pyproject.toml": _PYPROJECT,
         "setup.cfg": _SETUP_CFG,

@@ -22,6 +22,28 @@ __version__ = _installed("lookinside")
 """This distribution's version as installed ("not installed" when run from a bare checkout)."""
 
 
+def compatible_range(version: str = __version__) -> str:
+    """The releases of lookinside a plugin package written against ``version`` works with.
+
+    The plugin API (events, the learner's attributes, hooks, ``register``) changes
+    only with the first non-zero part of the version: a minor release while it is
+    0.x (``0.1.0`` -> ``>=0.1,<0.2``), a major one from 1.0 on (``1.4.2`` ->
+    ``>=1.4,<2``). ``lookinside new-plugin`` writes this range into the package's
+    requirements. Empty when the version is unknown (a bare checkout).
+
+    >>> compatible_range("0.1.0"), compatible_range("1.4.2"), compatible_range("not installed")
+    ('>=0.1,<0.2', '>=1.4,<2', '')
+
+    :param version: a lookinside version, ``MAJOR.MINOR[.PATCH...]``.
+    """
+    parts = version.split(".")
+    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return ""
+    major, minor = int(parts[0]), int(parts[1])
+    upper = f"0.{minor + 1}" if major == 0 else str(major + 1)
+    return f">={major}.{minor},<{upper}"
+
+
 def torch_version() -> str:
     """torch's own version string (with its build, e.g. ``2.14.1+cu130``), or why there is none.
 

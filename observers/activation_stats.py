@@ -35,25 +35,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from torch import Tensor
-from torch import nn
-
+from engine import notebook
 from engine import order
 from engine._checks import integer
 from engine._checks import non_negative_int
 from engine._checks import number
 from engine._checks import positive_int
 from engine._checks import strings
+from engine.exceptions import diverged
 from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
-from observers.activation_data import ActivationBuffer
-from observers.activation_data import ActivationData
-from observers.default_layers import default_modules
-from observers.default_layers import kind
-from observers.hooks import Hooks
 
 if TYPE_CHECKING:
+    from torch import Tensor
+    from torch import nn
+
     from engine.learner import Learner
+    from observers.activation_data import ActivationBuffer
+    from observers.activation_data import ActivationData
+    from observers.diagnosis import Diagnosis
+    from observers.hooks import Hooks
 
 FOLDER = "activations"
 """The folder inside the learner's out_dir that receives the plots and ``diagnosis.md``."""
@@ -145,6 +146,9 @@ class ActivationStats:
         """The class names of every module of the model (for the diagnosis)."""
         self.written: list[Path] = []
         """The files written after the last fit."""
+        self.diagnosis: Diagnosis | None = None
+        """The diagnosis of the last fit (:func:`observers.diagnosis.diagnose`), with the
+        run's context; shown as a table when it is a notebook cell's value."""
         self._hooks: Hooks | None = None
         self._acts: ActivationBuffer | None = None
         self._grads: ActivationBuffer | None = None
@@ -161,6 +165,9 @@ class ActivationStats:
     # -- events --------------------------------------------------------------
 
     def begin_fit(self, learner: Learner) -> None:
+        from observers.default_layers import kind
+        from observers.hooks import Hooks
+
         self._release()
         self._begun = True  # after_fit reports only a fit whose record began here
         self.data = self.grad_data = None
@@ -179,6 +186,8 @@ class ActivationStats:
         self._hooks = Hooks([module for _, module in named], self._forward)
 
     def begin_batch(self, learner: Learner) -> None:
+        from torch import Tensor
+
         self._row = -1
         if learner.in_train:
             self._train_seen += 1
@@ -223,6 +232,8 @@ class ActivationStats:
     # -- hooks ---------------------------------------------------------------
 
     def _forward(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        from torch import Tensor
+
         row = self._row
         if row >= 0 and self._acts is not None:
             self._fired = True
@@ -256,6 +267,8 @@ class ActivationStats:
         return max(2, min(self.max_batches, expected))
 
     def _buffer(self, kind: str, types: list[str]) -> ActivationBuffer:
+        from observers.activation_data import ActivationBuffer
+
         # range_min/range_max are the activations' range; gradients use grad_range
         # (or their own automatic range), whatever the activations' is
         return ActivationBuffer(
@@ -303,16 +316,48 @@ class ActivationStats:
         if self.data is None:
             return
         result = diagnose(self.data, batch_size=self.batch_size, layer_types=self.layer_types)
+        result.context = run_context(learner, self.batch_size)
+        self.diagnosis = result
         if self.report and learner.is_main:
-            print(result.table(), file=sys.stdout)
-        if self.save and learner.out_dir is not None:
+            if notebook.in_notebook():
+                notebook.display(result)  # the HTML table
+            else:
+                print(result.table(), file=sys.stdout)
+        if self.save and learner.out_dir is not None and not diverged(learner):
             from observers.activation_plots import save_activation_plots
+            from observers.plots import run_title
 
             folder = learner.out_dir / FOLDER
-            self.written = save_activation_plots(self.data, folder)
+            title = run_title(learner)
+            self.written = save_activation_plots(self.data, folder, title=title)
             if self.grad_data is not None and len(self.grad_data):
-                self.written += save_activation_plots(self.grad_data, folder, prefix="grad_")
+                self.written += save_activation_plots(
+                    self.grad_data, folder, prefix="grad_", title=title
+                )
+            result.pictures = [path.name for path in self.written]
             self.written.append(result.save(folder / "diagnosis.md"))
+
+
+def run_context(learner: Learner, batch_size: int | None) -> dict[str, str]:
+    """What a diagnosis needs to say which run it is about: the model, its size, the
+    learning rate, the epochs, the batch size and the last epoch's metrics.
+
+    :param learner: the learner after its fit.
+    :param batch_size: the training batch size, if known.
+    """
+    model = learner.model
+    params = sum(p.numel() for p in model.parameters())
+    context = {
+        "model": f"{type(model).__name__} ({params:,} parameters)",
+        "lr": f"{learner.lr:.3g}",
+        "epochs": f"{learner.n_epochs:g}",
+    }
+    if batch_size is not None:
+        context["batch size"] = str(batch_size)
+    for key, value in learner.log.items():
+        if key not in ("epoch", "time") and isinstance(value, (int, float)):
+            context[key] = f"{value:.4g}"
+    return context
 
 
 def select_modules(
@@ -331,6 +376,8 @@ def select_modules(
     :param patterns: ``fnmatch`` patterns of module names.
     :param types: class names.
     """
+    from observers.default_layers import default_modules
+
     if not patterns and not types:
         return default_modules(model)
     found = []

@@ -50,6 +50,7 @@ share of values outside the histogram's range.
 
 from __future__ import annotations
 
+import html
 import math
 import os
 from dataclasses import dataclass
@@ -152,6 +153,23 @@ _HEADER = (
     "problems",
 )
 
+COLUMNS = {
+    "layer": "the hooked layer, as `name (Type)`",
+    "mean": "the mean of its activations, late in training",
+    "std": "their standard deviation, late in training",
+    "start std": f"the standard deviation over the first {FIRST_ROWS} batches",
+    "peak std": "the largest standard deviation after the first batch",
+    "drop": "the largest fall of the standard deviation from a peak it had reached, "
+    "as a ratio (1: it never fell)",
+    "near 0": "the share of activations near zero, late (the histogram's lowest bins: "
+    "the near-zero band of the pictures)",
+    "at bounds": "the share near a bounded activation's bounds, late (`-`: unbounded)",
+    "top bin": "the share of activations in the histogram's fullest bin",
+    "outside": "the share of activations outside the histogram's range",
+    "problems": "what was found (see the advice below), or `ok`",
+}
+"""What each column of the table means, in words (the report prints it)."""
+
 
 @dataclass
 class LayerReport:
@@ -191,6 +209,12 @@ class Diagnosis:
     rows: int
     """How many training rows were read."""
     batch_size: int | None = None
+    context: dict[str, str] = field(default_factory=dict)
+    """The run the report is about (model, lr, epochs, batch size, final metrics), as
+    ``{what: value}`` in display order; :class:`~observers.activation_stats.ActivationStats`
+    fills it in."""
+    pictures: list[str] = field(default_factory=list)
+    """The pictures drawn from the same data, as paths relative to the report's folder."""
 
     @property
     def problems(self) -> dict[str, list[str]]:
@@ -235,21 +259,62 @@ class Diagnosis:
         rows = [list(_HEADER), *self._rows()]
         widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
         lines = [f"Diagnosis of the {self.kind} (last {LATE_FRACTION:.0%} of {self.rows} rows)"]
+        if self.context:
+            lines.append(", ".join(f"{key} {value}" for key, value in self.context.items()))
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         return "\n".join(lines + self._summary())
 
     def to_markdown(self) -> str:
-        """The report as a Markdown document."""
-        lines = [
-            f"# Diagnosis of the {self.kind}",
-            "",
+        """The report as a Markdown document: the run, the table, the advice, what
+        the columns mean and links to the pictures."""
+        lines = [f"# Diagnosis of the {self.kind}", ""]
+        if self.context:
+            lines += [", ".join(f"{key} {value}" for key, value in self.context.items()), ""]
+        lines += [
             f"Late training: the last {LATE_FRACTION:.0%} of {self.rows} recorded batches.",
             "",
             "| " + " | ".join(_HEADER) + " |",
             "|" + "---|" * len(_HEADER),
         ]
         lines += ["| " + " | ".join(row) + " |" for row in self._rows()]
-        return "\n".join([*lines, "", *self._summary(), ""])
+        lines += ["", *self._summary(), "", "## The columns", ""]
+        lines += [f"- **{name}**: {words}" for name, words in COLUMNS.items()]
+        if self.pictures:
+            lines += ["", "## Pictures", ""]
+            lines += [f"![{Path(path).stem}]({path})" for path in self.pictures]
+        return "\n".join([*lines, ""])
+
+    def _repr_html_(self) -> str:
+        """The report as an HTML table with the advice, for a notebook."""
+        head = "".join(f"<th>{html.escape(name)}</th>" for name in _HEADER)
+        body = []
+        for row in self._rows():
+            cells = [f"<td style='text-align:left'>{html.escape(row[0])}</td>"]
+            cells += [f"<td>{html.escape(cell)}</td>" for cell in row[1:-1]]
+            style = "" if row[-1] == "ok" else " style='color:#b00;font-weight:bold'"
+            cells.append(f"<td{style}>{html.escape(row[-1])}</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        context = ", ".join(
+            f"{html.escape(key)} <b>{html.escape(value)}</b>" for key, value in self.context.items()
+        )
+        ratio, *advice = self._summary()
+        columns = "; ".join(
+            f"<b>{html.escape(name)}</b>: {html.escape(words.replace('`', ''))}"
+            for name, words in COLUMNS.items()
+        )
+        parts = [
+            f"<h4>Diagnosis of the {html.escape(self.kind)}</h4>",
+            f"<p>{context}</p>" if context else "",
+            f"<p>Late training: the last {LATE_FRACTION:.0%} of {self.rows} recorded batches; "
+            f"{html.escape(ratio)}.</p>",
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>",
+            "<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in advice) + "</ul>",
+            f"<details><summary>the columns</summary><p>{columns}</p></details>",
+        ]
+        return "".join(parts)
+
+    def __repr__(self) -> str:
+        return self.table()
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_markdown` to ``path`` in UTF-8, atomically; returns the path.
@@ -424,8 +489,12 @@ def _advice(
 
 
 def _num(value: float) -> str:
-    return f"{value:.3g}" if math.isfinite(value) else str(value)
+    # + 0.0 turns -0.0 into 0.0: "-0" would read as a sign that means something
+    return f"{value + 0.0:.3g}" if math.isfinite(value) else str(value)
 
 
 def _pct(value: float) -> str:
-    return f"{value:.1%}" if math.isfinite(value) else "nan"
+    if not math.isfinite(value):
+        return "nan"
+    text = f"{value + 0.0:.1%}"
+    return "0.0%" if text == "-0.0%" else text

@@ -26,9 +26,6 @@ from functools import partial
 from typing import TYPE_CHECKING
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from engine import order
 from engine._checks import boolean
 from engine.exceptions import TrainingDiverged
@@ -36,10 +33,12 @@ from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from engine.distributed import Distributed
     from engine.learner import Learner
 
-MetricFunc = Callable[[Tensor, Tensor], Tensor]
+MetricFunc = Callable[["Tensor", "Tensor"], "Tensor"]
 """``f(pred, yb)``: the batch mean of a metric, as a 0-d tensor."""
 
 
@@ -101,6 +100,8 @@ class _Pass:
 
     def compact(self) -> None:
         """Fold the pending batches into one tensor per chunk; count argmax hits."""
+        import torch
+
         if self.losses:
             self.loss_chunks.append(torch.stack(self.losses).reshape(-1))
             self.losses = []
@@ -215,6 +216,8 @@ class Metrics:
 
     def _epoch_totals(self) -> tuple[list[list[float]], float]:
         """This process's per-pass sums, and the epoch's seconds."""
+        import torch
+
         passes = (self._train, self._valid)
         parts = [part for acc in passes for part in self._parts(acc)]
         # the one host-device synchronisation of the epoch
@@ -294,6 +297,8 @@ class Metrics:
         )
 
     def _first_batch(self, acc: _Pass, pred: Tensor, yb: Tensor) -> None:
+        from torch import Tensor
+
         # the first batch of a pass also checks what each callable returns
         for (name, func), values in zip(self._callables.items(), acc.values):
             value = func(pred, yb)
@@ -311,6 +316,8 @@ class Metrics:
 
     def _parts(self, acc: _Pass) -> list[Tensor]:
         """One pass's per-batch values as 1-d tensors: losses, hits, callables."""
+        import torch
+
         if not acc.sizes:
             return []
         acc.compact()

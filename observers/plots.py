@@ -3,7 +3,10 @@
 Everything here uses matplotlib's object API: a :class:`~matplotlib.figure.Figure`
 with an Agg canvas attached, never ``pyplot``. No global state is touched, the
 backend chosen by the user is left alone, and nothing needs a display, so the
-helpers work the same in a notebook, a terminal and a headless CI job.
+helpers work the same in a notebook, a terminal and a headless CI job. In a
+notebook, each new figure is shown inline when the cell ends
+(:mod:`engine.notebook`), except inside :func:`engine.notebook.not_shown`, which
+the helpers that only write files use.
 
 The observers import this module lazily, when they first plot, so that loading
 the plugins (which every ``Learner`` does) does not pay for importing matplotlib.
@@ -15,12 +18,17 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from engine import notebook
 from engine.atomic_write import atomic_write
+
+if TYPE_CHECKING:
+    from engine.learner import Learner
 
 FIGSIZE: tuple[float, float] = (6.0, 4.0)
 """The size in inches of the figures the helpers create."""
@@ -32,10 +40,14 @@ DPI = 100
 def new_figure(figsize: tuple[float, float] = FIGSIZE) -> Figure:
     """A new figure with an Agg canvas attached, independent of pyplot.
 
+    In a notebook the figure is shown inline when the cell ends
+    (:func:`engine.notebook.figure_made`).
+
     :param figsize: width and height in inches.
     """
     figure = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(figure)
+    notebook.figure_made(figure)
     return figure
 
 
@@ -160,3 +172,28 @@ def positive_pairs(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float
     """
     kept = [(x, y) for x, y in zip(xs, ys) if 0.0 < x < float("inf")]
     return [x for x, _ in kept], [y for _, y in kept]
+
+
+def run_title(learner: Learner) -> str:
+    """A line saying which run a picture is of: model, learning rate, epochs, folder.
+
+    ``Sequential, lr 0.2, 3 epochs, runs/b``: what the observers put on the
+    pictures they save, so that a PNG found later still says where it came from.
+
+    :param learner: the learner after (or during) its fit.
+    """
+    parts = [type(learner.model).__name__, f"lr {learner.lr:.3g}"]
+    epochs = f"{learner.n_epochs:.3g}"
+    parts.append(f"{epochs} epoch" + ("" if epochs == "1" else "s"))
+    if learner.out_dir is not None:
+        parts.append(str(learner.out_dir))
+    return ", ".join(parts)
+
+
+def changed(values: Sequence[float]) -> bool:
+    """Whether a recorded series ever changed (a learning rate under a schedule).
+
+    :param values: the series; NaN (not recorded yet) is ignored.
+    """
+    kept = [v for v in values if not math.isnan(v)]
+    return any(v != kept[0] for v in kept)

@@ -16,22 +16,22 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import TypeAlias
 
-import torch
-from torch import Tensor
-
 from engine import order
 from engine._checks import boolean
 from engine._checks import did_you_mean
 from engine._checks import is_int
 from engine._checks import is_number
 from engine._checks import non_negative_int
+from engine.exceptions import diverged
 from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
+from engine.notebook import not_shown
 
 if TYPE_CHECKING:
     import os
 
     from matplotlib.axes import Axes
+    from torch import Tensor
 
     from engine.learner import Learner
 
@@ -58,7 +58,9 @@ class Recorder:
 
     Records are reset by ``begin_fit``: each fit starts fresh. After the fit,
     when the learner has an ``out_dir``, the plots are written there as
-    ``loss.png``, ``lr.png`` and ``loss_vs_lr.png`` (also when the fit failed).
+    ``loss.png``, and ``lr.png`` and ``loss_vs_lr.png`` when the learning rate
+    changed (:meth:`save_plots`), also when the fit failed; not when it diverged
+    (:class:`~engine.exceptions.TrainingDiverged`): an earlier run's pictures stay.
 
     :param save: write the plots into the learner's out_dir after the fit.
     """
@@ -143,17 +145,23 @@ class Recorder:
 
     def after_fit(self, learner: Learner) -> None:
         self._flush()
-        if self.save and learner.out_dir is not None and self.iterations:
-            self.save_plots(learner.out_dir)
+        if self.save and learner.out_dir is not None and self.iterations and not diverged(learner):
+            from observers import plots
+
+            self.save_plots(learner.out_dir, plots.run_title(learner))
 
     # -- recording -----------------------------------------------------------
 
     def _compact(self) -> None:
+        import torch
+
         if self._pending:
             self._chunks.append(torch.stack(self._pending).reshape(-1))
             self._pending = []
 
     def _flush(self) -> None:
+        import torch
+
         self._compact()
         if self._chunks:
             # one host-device synchronisation for all the losses since the last flush
@@ -250,13 +258,25 @@ class Recorder:
         keep = max(len(lrs) - skip_last, 0)
         return plots.plot_vs_lr(lrs[:keep], self.losses[:keep], ax)
 
-    def save_plots(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Write ``loss.png``, ``lr.png`` and ``loss_vs_lr.png`` into ``directory``.
+    def lr_changed(self) -> bool:
+        """Whether any parameter group's learning rate changed during the fit (a
+        schedule, an LR finder's sweep)."""
+        from observers import plots
 
-        Each file is written atomically (a temporary file, then a rename); the
-        folder is created if needed.
+        return any(plots.changed(values) for values in self.lrs)
+
+    def save_plots(self, directory: str | os.PathLike[str], title: str | None = None) -> list[Path]:
+        """Write ``loss.png`` into ``directory``, and ``lr.png`` and ``loss_vs_lr.png``
+        when the learning rate changed.
+
+        At a constant learning rate the two lr pictures would be a flat line and a
+        single vertical stripe: they are not drawn, and the ones an earlier run left
+        in ``directory`` are removed, so that the folder describes one run. Each
+        file is written atomically (a temporary file, then a rename); the folder is
+        created if needed.
 
         :param directory: the folder to write into.
+        :param title: the run, on every picture (:func:`observers.plots.run_title`).
         :returns: the paths written.
         """
         from observers import plots
@@ -264,11 +284,17 @@ class Recorder:
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
         drawers: list[Callable[..., Axes]] = [self.plot_loss, self.plot_lr, self.plot_loss_vs_lr]
+        keep = len(drawers) if self.lr_changed() else 1
         written = []
-        for filename, draw in zip(PLOT_FILES, drawers):
-            figure = plots.new_figure()
-            draw(ax=figure.add_subplot())
+        for filename, draw in zip(PLOT_FILES[:keep], drawers):
+            with not_shown():  # drawn for the file only, not for a notebook's output
+                figure = plots.new_figure()
+                draw(ax=figure.add_subplot())
+                if title:
+                    figure.suptitle(title, fontsize="medium")
             written.append(plots.save_figure(figure, folder / filename))
+        for filename in PLOT_FILES[keep:]:
+            (folder / filename).unlink(missing_ok=True)
         return written
 
     def _group_values(self, name: str, group: int) -> list[float]:
@@ -289,6 +315,8 @@ def _is_hyper(value: Any) -> bool:
 
     Only a CPU tensor: reading it costs no device sync.
     """
+    from torch import Tensor
+
     if is_number(value):
         return True
     return isinstance(value, Tensor) and value.numel() == 1 and value.device.type == "cpu"

@@ -5,21 +5,32 @@
 ``tensorboard`` package (``pip install 'lookinside[tensorboard]'``), imported
 only when the observer is created.
 
-Tags:
+Every value has one step unit, the **global training batch**: the index of the
+training batch over the fit (0, 1, 2...), so that batch curves, epoch values,
+layer statistics and histograms line up on one x axis. Tags:
 
-- ``batch/train_loss`` and ``batch/lr_group{i}``: every training batch, the
-  global step being the training batch's index over the fit;
+- ``batch/train_loss`` and ``batch/lr_group{i}``: every training batch;
 - ``epoch/NAME`` for each number the other observers put in ``learner.log``
-  (``train_loss``, ``valid_accuracy``, ``time``...), the step being the epoch;
-- ``activations/LAYER`` (and ``gradients/LAYER``), LAYER labelled ``name
-  (Type)`` as in the tables, ``activations/0 (Conv2d+ReLU)``: when an
-  :class:`~observers.activation_stats.ActivationStats` observer is attached, the
-  histogram of each hooked layer over the epoch's recorded training batches, its
-  buckets those of the observer. ``num``, ``sum`` and ``sum_squares`` count
-  every value; the buckets only the values inside the observer's range.
+  (``train_loss``, ``valid_accuracy``, ``time``...), at the epoch's last
+  training batch (``epoch/epoch`` gives the epoch itself);
+- when an :class:`~observers.activation_stats.ActivationStats` observer is
+  attached, for each hooked layer, labelled ``name (Type)`` as in the tables
+  (``0 (Conv2d+ReLU)``):
 
-The losses stay on their device until the end of the epoch and are read back
-in one go, so logging adds no host synchronisation per batch.
+  - ``activations/mean/LAYER``, ``activations/std/LAYER`` and
+    ``activations/near_zero/LAYER`` (and ``gradients/...``): the lesson's plots,
+    at every batch the observer recorded (its ``every`` option; ``scalars=false``
+    turns them off);
+  - ``activations/LAYER`` (and ``gradients/LAYER``): the histogram over the
+    recorded training batches of each window of ``histogram_every`` batches (by
+    default each epoch), at the window's last recorded batch; its buckets are the
+    observer's. ``num``, ``sum`` and ``sum_squares`` count every value; the
+    buckets only the values inside the observer's range.
+
+The observer's statistics are read when each epoch ends (or the fit stops), as
+they reach the host then. The losses stay on their device until the end of the
+epoch and are read back in one go, so logging adds no host synchronisation per
+batch.
 """
 
 from __future__ import annotations
@@ -29,20 +40,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from engine import order
+from engine._checks import boolean
 from engine._checks import is_number
 from engine._checks import positive_int
 from engine.exceptions import PluginError
 from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
-from observers.activation_data import ActivationData
 from observers.activation_stats import ActivationStats
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from engine.learner import Learner
+    from observers.activation_data import ActivationData
 
 FOLDER = "tensorboard"
 """The folder inside the learner's out_dir that receives the event files by default."""
@@ -65,20 +76,35 @@ class TensorBoard:
 
     :param log_dir: the folder of the event files; default: ``tensorboard`` in
         the learner's out_dir, or torch's ``runs/DATE_HOST`` without one.
-    :param histograms: log the activation_stats observer's histograms each epoch.
+    :param histograms: log the activation_stats observer's histograms.
+    :param histogram_every: one histogram per this many training batches; none
+        (the default) for one per epoch.
+    :param scalars: log the activation_stats observer's per-layer mean, std and
+        near-zero fraction at every recorded batch.
     :param flush_secs: how often the writer flushes to disk, in seconds.
     """
 
     name = "tensorboard"
     order = order.TENSORBOARD
+    pause_during_sweeps = True
+    """An LR finder's sweep is no run to log (and has no out_dir to log into)."""
 
     def __init__(
-        self, log_dir: str | None = None, histograms: bool = True, flush_secs: int = 30
+        self,
+        log_dir: str | None = None,
+        histograms: bool = True,
+        histogram_every: int | None = None,
+        scalars: bool = True,
+        flush_secs: int = 30,
     ) -> None:
         positive_int("flush_secs", flush_secs)
+        if histogram_every is not None:
+            positive_int("histogram_every", histogram_every)
         self._writer_class = _summary_writer()
         self.log_dir = log_dir
-        self.histograms = histograms
+        self.histograms = boolean("histograms", histograms)
+        self.histogram_every = histogram_every
+        self.scalars = boolean("scalars", scalars)
         self.flush_secs = flush_secs
         self.path: Path | None = None
         """Where the current (or last) fit's event files are."""
@@ -87,6 +113,10 @@ class TensorBoard:
         self._steps: list[int] = []
         self._lrs: list[tuple[int, list[Any]]] = []
         self._step = 0
+        self._done: dict[str, int] = {}
+        """Per kind of data, the last training batch whose statistics were written."""
+        self._windows: dict[str, int] = {}
+        """Per kind of data, the last training batch a histogram covered."""
 
     def begin_fit(self, learner: Learner) -> None:
         self._close()
@@ -103,8 +133,11 @@ class TensorBoard:
         )
         self.path = Path(self._writer.log_dir)
         self._losses, self._steps, self._lrs, self._step = [], [], [], 0
+        self._done, self._windows = {}, {}
 
     def after_batch(self, learner: Learner) -> None:
+        from torch import Tensor
+
         if not learner.in_train or self._writer is None:
             return
         step = self._step
@@ -122,26 +155,52 @@ class TensorBoard:
         if writer is None:
             return
         self._write_losses()
+        step = max(self._step - 1, 0)  # the epoch's last training batch
         for key, value in learner.log.items():
-            if key != "epoch" and is_number(value):
-                writer.add_scalar(f"epoch/{key}", float(value), learner.epoch)
-        if self.histograms:
-            stats = next(
-                (p for p in learner.plugins.values() if isinstance(p, ActivationStats)), None
-            )
-            if stats is not None:
-                for data in (stats.data, stats.grad_data):
-                    if data is not None:
-                        log_histograms(writer, data, learner.epoch)
+            if is_number(value):
+                writer.add_scalar(f"epoch/{key}", float(value), step)
+        self._write_layers(learner, epoch_over=True)
         writer.flush()
 
     def after_fit(self, learner: Learner) -> None:
         try:
-            self._write_losses()  # what a fit stopped mid-epoch left
+            if self._writer is not None:  # what a fit stopped mid-epoch left
+                self._write_losses()
+                self._write_layers(learner, epoch_over=True)
         finally:
             self._close()
 
+    def _write_layers(self, learner: Learner, epoch_over: bool) -> None:
+        stats = next((p for p in learner.plugins.values() if isinstance(p, ActivationStats)), None)
+        if stats is None:
+            return
+        for data in (stats.data, stats.grad_data):
+            if data is None or not len(data):
+                continue
+            train = data.training()
+            if self.scalars:
+                after = self._done.get(data.kind, -1)
+                self._done[data.kind] = log_layer_scalars(self._writer, train, after)
+            if self.histograms:
+                self._write_histograms(train, epoch_over)
+
+    def _write_histograms(self, train: ActivationData, epoch_over: bool) -> None:
+        start = self._windows.get(train.kind, -1) + 1
+        every = self.histogram_every
+        last = train.iterations[-1] if train.iterations else -1
+        while start <= last:
+            end = start + every - 1 if every is not None else last
+            if end > last and not (every is None and epoch_over):
+                break  # the window is not over yet
+            rows = [i for i, it in enumerate(train.iterations) if start <= it <= end]
+            if rows:
+                log_histograms(self._writer, train, rows, train.iterations[rows[-1]])
+            self._windows[train.kind] = end
+            start = end + 1
+
     def _write_losses(self) -> None:
+        import torch
+
         writer = self._writer
         if writer is None:
             return
@@ -161,14 +220,41 @@ class TensorBoard:
             writer.close()
 
 
-def log_histograms(writer: Any, data: ActivationData, epoch: int) -> int:
-    """Write each layer's histogram over one epoch's training rows; returns how many.
+def log_layer_scalars(writer: Any, data: ActivationData, after: int = -1) -> int:
+    """Write each layer's mean, std and near-zero fraction at every recorded batch
+    after training batch ``after``; returns the last batch written (or ``after``).
+
+    Tags ``KIND/mean/LAYER``, ``KIND/std/LAYER``, ``KIND/near_zero/LAYER``; the step
+    is the training batch the row was recorded at. Non-finite values are skipped.
+
+    :param writer: a ``SummaryWriter``.
+    :param data: what an activation_stats observer recorded (training rows).
+    :param after: the last training batch already written.
+    """
+    last = after
+    series = (("mean", data.means), ("std", data.stds), ("near_zero", data.near_zero))
+    for row, step in enumerate(data.iterations):
+        if step <= after:
+            continue
+        for m, label in enumerate(data.labels):
+            for what, values in series:
+                value = float(values[row, m])
+                if math.isfinite(value):
+                    writer.add_scalar(f"{data.kind}/{what}/{label}", value, step)
+        last = step
+    return last
+
+
+def log_histograms(writer: Any, data: ActivationData, rows: list[int], step: int) -> int:
+    """Write each layer's histogram over the given rows; returns how many.
 
     :param writer: a ``SummaryWriter``.
     :param data: what an activation_stats observer recorded.
-    :param epoch: the epoch whose rows to add up; also the global step.
+    :param rows: the rows to add up (training rows of one window or epoch).
+    :param step: the global step (the window's last training batch).
     """
-    rows = [i for i, (e, t) in enumerate(zip(data.epochs, data.train)) if e == epoch and t]
+    import torch
+
     if not rows:
         return 0
     index = torch.tensor(rows)
@@ -196,7 +282,7 @@ def log_histograms(writer: Any, data: ActivationData, epoch: int) -> int:
             # only the filled span, so that no bucket lies outside [min, max]
             bucket_limits=edges[filled[0] + 1 : filled[-1] + 2].tolist(),
             bucket_counts=counts[filled[0] : filled[-1] + 1].tolist(),
-            global_step=epoch,
+            global_step=step,
         )
         written += 1
     return written

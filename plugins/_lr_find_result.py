@@ -9,7 +9,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
+from engine.notebook import not_shown
 
 if TYPE_CHECKING:
     import os
@@ -23,6 +23,11 @@ MIN_FALL = 0.1
 A sweep whose smoothed loss never drops below ``(1 - MIN_FALL)`` times where it
 started (after ``skip_start``) did not find a learning rate at which the model
 trains: any point picked on it would be noise."""
+
+
+DESCENT_START = 0.1
+"""The descent of a sweep begins at the last point whose smoothed loss is within this
+share of the whole fall (top to minimum) from the top: before it, the loss is flat."""
 
 
 def fall(smoothed: Iterable[float], skip_start: int = 0) -> float:
@@ -50,24 +55,27 @@ def _finite_prefix(values: list[float]) -> list[float]:
 
 
 def valley(losses: list[float]) -> tuple[int, int]:
-    """The first and last index of the longest valley: the longest falling run of points.
+    """The first and last index of the longest valley.
 
-    A valley is a longest sequence of points (not necessarily adjacent) along
-    which the loss keeps falling, found by dynamic programming in O(n^2) as
-    fastai's ``valley`` does; among valleys equally long the first wins.
+    The longest valley ends where the longest falling sequence of points (not
+    necessarily adjacent) ends, found by dynamic programming in O(n^2); among
+    equally long ones the first wins. It spans as many points as that sequence
+    holds, counted back from its end, as fastai's ``valley`` counts it: points
+    the sequence skipped (noise on the way down) shorten the valley instead of
+    stretching it back into the flat start of a sweep.
 
     :param losses: the smoothed losses, finite.
     """
     n = len(losses)
+    if not n:
+        return 0, 0
     length = [1] * n
-    begin = list(range(n))
     for i in range(n):
         for j in range(i):
             if losses[j] > losses[i] and length[j] + 1 > length[i]:
                 length[i] = length[j] + 1
-                begin[i] = begin[j]
-    end = max(range(n), key=lambda i: (length[i], -i)) if n else 0
-    return (begin[end], end) if n else (0, 0)
+    end = max(range(n), key=lambda i: (length[i], -i))
+    return end - length[end] + 1, end
 
 
 def suggest(
@@ -77,7 +85,13 @@ def suggest(
 
     ``valley``: halfway along the longest valley of the smoothed loss (see
     :func:`valley`), where the loss is still falling steadily and the lr is
-    well below divergence: fastai's default suggestion. ``steepest``: where the
+    well below divergence: fastai's default suggestion. The valley is looked for
+    on the descent only: from the last point before the minimum still within
+    :data:`DESCENT_START` of the whole fall from the top, to the minimum. On a
+    sweep that starts with a long flat stretch (decades of learning rates too
+    small to train), a falling run could otherwise thread through the noise or
+    drift of the flat part and put its middle where nothing trains yet; the
+    steepest point is looked for on the descent too, for the same reason. ``steepest``: where the
     smoothed loss falls fastest, the minimum of its gradient with respect to
     ``log10(lr)`` (``numpy.gradient``: central differences, one-sided at the
     ends). ``min/10``: a tenth of the learning rate at the lowest smoothed loss.
@@ -91,6 +105,8 @@ def suggest(
     :param smoothed: the smoothed loss at each of them.
     :param skip_start: how many points at the start to leave out.
     """
+    import numpy as np
+
     points: list[tuple[float, float]] = []
     for lr, loss in list(zip(lrs, smoothed))[skip_start:]:
         if not math.isfinite(loss):
@@ -102,9 +118,14 @@ def suggest(
     if not fall(y.tolist()) >= MIN_FALL:
         return {}
     x = np.log10([lr for lr, _ in points])
-    first, last = valley(y.tolist())
-    middle = points[first + (last - first) // 2][0]
-    steepest = points[int(np.argmin(np.gradient(y, x)))][0]
+    low = int(np.argmin(y))
+    top = float(np.max(y[: low + 1]))
+    near_top = np.nonzero(y[: low + 1] >= top - DESCENT_START * (top - y[low]))[0]
+    high = int(near_top[-1])  # where the descent begins
+    first, last = valley(y[high : low + 1].tolist())
+    middle = points[high + first + (last - first) // 2][0]
+    slope = np.gradient(y, x)
+    steepest = points[high + int(np.argmin(slope[high : low + 1]))][0]
     lowest = points[int(np.argmin(y))][0]
     return {"valley": middle, "steepest": steepest, "min/10": lowest / 10}
 
@@ -142,6 +163,8 @@ class LRFindResult:
 
         :param ax: the Axes to draw on; a new figure's when ``None``.
         """
+        import numpy as np
+
         from observers import plots
 
         ax = plots.axes_or_new(ax)
@@ -174,9 +197,13 @@ class LRFindResult:
         """
         from observers import plots
 
-        figure = plots.new_figure()
-        self.plot(ax=figure.add_subplot())
+        with not_shown():  # drawn for the file only, not for a notebook's output
+            figure = plots.new_figure()
+            self.plot(ax=figure.add_subplot())
         return plots.save_figure(figure, path)
+
+    def __repr__(self) -> str:
+        return str(self)  # the suggestions, not every recorded number
 
     def __str__(self) -> str:
         lines = [f"lr_find: {len(self.lrs)} iterations; {self.stop_reason}"]

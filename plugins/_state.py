@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-import torch
-
 from engine.atomic_write import atomic_write
 from engine.exceptions import PluginError
 
@@ -71,6 +69,8 @@ def find_unsafe(obj: Any, where: str = "") -> str | None:
     """
     # exact types: subclasses (numpy floats, IntEnum, namedtuple, defaultdict) pass
     # isinstance but torch.load(weights_only=True) refuses them
+    import torch
+
     kind = type(obj)
     if isinstance(obj, torch.Tensor) or kind in SAFE_SCALARS:
         return None
@@ -102,6 +102,8 @@ def plain(mapping: dict[str, Any]) -> dict[str, Any]:
 
 
 def _as_number(value: Any) -> Any:
+    import torch
+
     if type(value) in SAFE_SCALARS:
         return value
     if isinstance(value, bool):
@@ -128,6 +130,8 @@ def save_checkpoint(state: dict[str, Any], path: Path, *copies: Path) -> None:
     :param path: the file to write; its folder must exist.
     :param copies: more files that receive the same bytes.
     """
+    import torch
+
     atomic_write(path, lambda file: torch.save(state, file), copies=copies)
 
 
@@ -146,6 +150,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     :param map_location: where tensors are loaded (``torch.load``'s argument).
     :returns: the checkpoint as a dict (:mod:`plugins.checkpoint` lists what it holds).
     """
+    import torch
+
     where = Path(path)
     if not where.exists():
         raise CheckpointError(f"checkpoint {where}: no such file")
@@ -178,6 +184,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
 
 
 def _check_layout(path: Path, state: Any) -> None:
+    import torch
+
     if not isinstance(state, dict):
         raise CheckpointError(
             f"checkpoint {path}: not a lookinside checkpoint (it holds a {type(state).__name__})"
@@ -237,6 +245,8 @@ def learner_part(state: dict[str, Any], learner: Learner) -> dict[str, Any]:
 
 def _as_list(saved: Any) -> Any:
     """A loader's entry of version 1 (a generator state or None) as of version 2 (a list)."""
+    import torch
+
     if saved is None:
         return []
     return [saved] if isinstance(saved, torch.Tensor) else saved

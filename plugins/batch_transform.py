@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 from engine import order
 from engine._checks import is_int
 from engine.hookspecs import Register
@@ -54,6 +52,8 @@ class BatchTransform:
         self._target = self.shape or getattr(learner.data, "input_shape", None)
 
     def begin_batch(self, learner: Any) -> None:
+        import torch
+
         if self.fn is not None:
             learner.xb = self.fn(learner.xb)
             return

@@ -34,6 +34,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
+from typing import ClassVar
 from typing import Literal
 
 from engine import order
@@ -115,6 +116,10 @@ class Checkpoint:
     """
 
     name = "checkpoint"
+    event_order: ClassVar[dict[str, int]] = {"begin_fit": order.RESUME}
+    """Its ``begin_fit`` runs first of all: a resumed fit's state (weights, counters,
+    every plugin's state) is back, and ``learner.resuming`` is true, before any other
+    plugin's ``begin_fit`` opens a file or reads the start epoch."""
     order = order.CHECKPOINT
     pause_during_sweeps = True
     """Detached while :func:`plugins.lr_finder.lr_find` sweeps: a sweep is not saved."""
@@ -165,15 +170,8 @@ class Checkpoint:
     # -- events --------------------------------------------------------------
 
     def begin_fit(self, learner: Learner) -> None:
-        # in a distributed fit, rank 0 alone writes (learner.is_main)
-        self.directory = self._folder(learner) if learner.is_main else None
-        try:
-            if self.directory is not None:
-                self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PluginError(
-                f"plugin 'checkpoint': cannot create the folder {self.directory}: {exc}"
-            ) from exc
+        self._folder(learner)  # no folder to write into is an error now, not after an epoch
+        self.directory = None  # made at the first begin_epoch, once ddp knows the rank
         self.best, self.best_epoch, self.history = None, None, []
         self._saved_epoch, self._validating, self._end_iter = -1, -1, None
         self._last_written, self._end_iter_epoch = -1, -1
@@ -183,12 +181,23 @@ class Checkpoint:
         if self._pending is not None:
             self._restore(learner, self._pending)
             self._pending = None  # kept until it worked: a refused resume can be retried
+            learner.resuming = True
         if self.monitor is not None:
             fix = ", or monitor=none to write only last.pt"
             check_monitor(learner, self.monitor, "checkpoint", fix)
         self._active = True
 
     def begin_epoch(self, learner: Learner) -> None:
+        if self.directory is None and learner.is_main:
+            # in a distributed fit, rank 0 alone writes; begin_fit ran before ddp's
+            # (order.RESUME), when the rank was not known yet
+            self.directory = self._folder(learner)
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise PluginError(
+                    f"plugin 'checkpoint': cannot create the folder {self.directory}: {exc}"
+                ) from exc
         self._end_iter = learner.n_iter + learner.iters if learner.iters else None
         self._end_iter_epoch = learner.epoch
 

@@ -20,17 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
-import torch
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from torch.utils.data import IterableDataset
-from torch.utils.data import RandomSampler
-from torch.utils.data import SequentialSampler
-
 from engine import order
-from engine.data import ShardSampler
-from engine.data import TensorLoader
 from engine.distributed import Distributed
 from engine.distributed import DistributedCoordinator
 from engine.distributed import env_rank
@@ -40,6 +30,8 @@ from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    import torch
+
     from engine.learner import Learner
 
 SHARD_HINT = (
@@ -53,7 +45,13 @@ _LOADER_KEYS = (
 )  # fmt: skip
 """What a sharded DataLoader copies from the one it replaces."""
 
-_DDP_TAKES_SYNC = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+
+def _ddp_takes_sync() -> bool:
+    """Whether DistributedDataParallel takes ``forward_sync_buffers`` (torch 2.15's name
+    for ``broadcast_buffers``)."""
+    from torch.nn.parallel.distributed import DistributedDataParallel
+
+    return "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
 
 
 class DDP:
@@ -96,6 +94,8 @@ class DDP:
         find_unused: bool = False,
         broadcast_buffers: bool = True,
     ) -> None:
+        import torch
+
         if backend not in ("auto", "gloo", "nccl"):
             raise ValueError(
                 f"plugin 'ddp': option 'backend' should be auto, gloo or nccl, got {backend!r}"
@@ -119,6 +119,9 @@ class DDP:
             torch.cuda.set_device(env_rank()[1] % torch.cuda.device_count())
 
     def begin_fit(self, learner: Learner) -> None:
+        from torch import nn
+        from torch.nn.parallel import DistributedDataParallel
+
         if not self.active:
             return
         device = _model_device(learner)
@@ -130,7 +133,7 @@ class DDP:
         self._check_alike(learner, device)
         index = [device.index] if device.type == "cuda" else None
         # torch 2.15 renamed broadcast_buffers to forward_sync_buffers
-        sync_key = "forward_sync_buffers" if _DDP_TAKES_SYNC else "broadcast_buffers"
+        sync_key = "forward_sync_buffers" if _ddp_takes_sync() else "broadcast_buffers"
         sync: dict[str, Any] = {sync_key: self.broadcast_buffers}
         learner.model_wrapper = DistributedDataParallel(
             learner.model,
@@ -212,6 +215,14 @@ class DDP:
         self._undo.append(put_back)
 
     def _shard(self, dl: Any, rank: int, world: int, pad: bool) -> Any:
+        from torch.utils.data import DataLoader
+        from torch.utils.data import IterableDataset
+        from torch.utils.data import RandomSampler
+        from torch.utils.data import SequentialSampler
+
+        from engine.data import ShardSampler
+        from engine.data import TensorLoader
+
         if dl is None:
             return None
         if isinstance(dl, TensorLoader):
@@ -266,6 +277,8 @@ def _model_device(learner: Learner) -> torch.device:
 
 def _size(dl: Any) -> int | None:
     """Samples (or, failing that, batches) a loader holds; None when it cannot say."""
+    from engine.data import TensorLoader
+
     if dl is None:
         return None
     if isinstance(dl, TensorLoader):

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from typing import Any
 
-import torch
-
 from engine import order
-from engine.data import TensorLoader
 from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import torch
 
 
 def pick_device(requested: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then MPS, then the CPU; other names are checked."""
+    import torch
+
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -46,6 +49,8 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 def move(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Move a tensor, or the tensors inside tuples, lists and dicts, to ``device``."""
+    import torch
+
     if isinstance(obj, torch.Tensor):
         if obj.device == device:
             return obj
@@ -83,6 +88,10 @@ class Device:
         self.move_data = move_data
 
     def begin_fit(self, learner: Any) -> None:
+        import torch
+
+        from engine.data import TensorLoader
+
         device = self.device
         if device.type == "cuda" and device.index is None:
             # plain "cuda" is the current device: under torchrun, ddp made it the
@@ -100,6 +109,8 @@ class Device:
                     dl.to(device)
 
     def begin_batch(self, learner: Any) -> None:
+        import torch
+
         device = self.device
         xb = learner.xb
         # the common case costs two comparisons: already there, nothing to do

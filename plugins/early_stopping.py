@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
 
-import torch
-
 from engine import order
 from engine._checks import integer
 from engine._checks import is_number
@@ -123,8 +121,8 @@ class EarlyStopping:
         if self._loaded:  # resumed: the checkpoint plugin (order 80) just loaded our state
             self._loaded = False
             if self.stopped_reason is not None:
-                self._announce(" (restored from the checkpoint)")
-                raise CancelTrainException
+                printed = self._announce(" (restored from the checkpoint)")
+                raise CancelTrainException(self.stopped_reason, printed=printed)
             return
         self.best = None
         self.best_epoch = None
@@ -137,8 +135,8 @@ class EarlyStopping:
     def after_epoch(self, learner: Learner) -> None:
         self._evaluate(learner)
         if self.stopped_epoch == learner.epoch:
-            self._announce()
-            raise CancelTrainException
+            printed = self._announce()
+            raise CancelTrainException(self.stopped_reason or "", printed=printed)
 
     def after_fit(self, learner: Learner) -> None:
         state, self._best_state = self._best_state, None
@@ -197,6 +195,8 @@ class EarlyStopping:
 
     def _evaluate(self, learner: Learner) -> None:
         """Count this epoch (once); on a stop, set the stopped_* attributes."""
+        import torch
+
         epoch = learner.epoch
         if self._last_epoch == epoch:
             return
@@ -262,12 +262,15 @@ class EarlyStopping:
         self.stopped_epoch = epoch
         self.stopped_reason = f"early_stopping: stopped after epoch {epoch}: {why}; {best}"
 
-    def _announce(self, suffix: str = "") -> None:
+    def _announce(self, suffix: str = "") -> bool:
+        """Print why the fit stops (when verbose, on rank 0); returns whether it did."""
         learner = self._learner() if self._learner is not None else None
         if learner is not None and not learner.is_main:
-            return  # every rank stops; rank 0 says so
+            return True  # every rank stops; rank 0 says so
         if self.verbose and self.stopped_reason is not None:
             print(self.stopped_reason + suffix, flush=True)
+            return True
+        return False
 
     def __repr__(self) -> str:
         return (

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 from engine import order
 from engine._checks import number
 from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    import torch
+
     from engine.learner import Learner
 
 
@@ -65,6 +65,8 @@ class GradClip:
         self.total_norm = None
 
     def after_backward(self, learner: Learner) -> None:
+        import torch
+
         opt = learner.opt
         if opt is None:
             return

@@ -42,10 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-import torch
-
 from engine import order
-from engine.data import batch_count
 from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelTrainException
 from engine.exceptions import LookinsideError
@@ -142,6 +139,8 @@ class LRFinder:
         self._best = math.inf
 
     def begin_batch(self, learner: Learner) -> None:
+        import torch
+
         if not learner.in_train:
             return
         done = len(self.result.lrs)
@@ -230,6 +229,8 @@ def lr_find(
     :param stop_factor: the divergence threshold, relative to the best smoothed loss.
     :param beta: the smoothing factor of the loss average.
     """
+    from engine.data import batch_count
+
     finder = LRFinder(min_lr, max_lr, num_it, stop_div, stop_factor, beta)
     n_batches = batch_count(learner.data.train_dl) or 0
     epochs = math.ceil(num_it / n_batches) if n_batches else num_it
@@ -302,17 +303,20 @@ def _check(ok: bool, message: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """``lookinside lr-find``: sweep the lesson's CNN, print suggestions, write the plot."""
+    """``lookinside lr-find``: sweep the model ``fit`` would train, print suggestions,
+    write the plot."""
+    import torch
+
     from engine.cli import config_from_args
     from engine.cli import data_from_args
+    from engine.cli import model_spec_from_args
     from engine.learner import Learner
-    from engine.nn import cnn
 
+    spec = model_spec_from_args(args)  # a bad option fails before the data loads
     catalog = args.catalog
     data = data_from_args(args, catalog)
     torch.manual_seed(args.seed)
-    n_in = data.input_shape[0] if data.input_shape else 1
-    model = cnn(n_out=data.c or 10, n_in=n_in)
+    model = spec.build(data)
     learner = Learner(
         model, data, plugins=args.plugins, catalog=catalog, config=config_from_args(args)
     )
@@ -340,13 +344,16 @@ def lookinside_commands(commands: Any) -> None:
     :param commands: the sub-parsers of the ``lookinside`` parser.
     """
     from engine.cli import add_data_arguments
+    from engine.cli import add_model_arguments
     from engine.cli import add_plugin_arguments
 
     parser = commands.add_parser(
         "lr-find",
-        help="sweep the learning rate of the lesson's CNN; print suggestions, plot lr_find.png",
+        help="sweep the learning rate of the model fit trains (same --model, --act, --init, "
+        "--norm); print suggestions, plot lr_find.png",
     )
     add_data_arguments(parser)
+    add_model_arguments(parser)
     parser.add_argument("--out", default="lookinside-out/lr_find", help="folder for lr_find.png")
     parser.add_argument("--min-lr", type=float, default=1e-7, help="first lr (default 1e-7)")
     parser.add_argument("--max-lr", type=float, default=10.0, help="last lr (default 10)")

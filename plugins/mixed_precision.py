@@ -32,8 +32,6 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
 
-import torch
-
 from engine import order
 from engine._checks import boolean
 from engine._checks import one_of
@@ -42,9 +40,12 @@ from engine.hookspecs import Register
 from engine.hookspecs import hookimpl
 
 if TYPE_CHECKING:
+    import torch
+
     from engine.learner import Learner
 
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = ("bfloat16", "float16")
+"""The dtypes autocast can run in, by their names in torch."""
 
 
 def grads_finite(opt: torch.optim.Optimizer) -> bool:
@@ -56,6 +57,8 @@ def grads_finite(opt: torch.optim.Optimizer) -> bool:
 
     :param opt: the optimizer whose parameters' gradients to check.
     """
+    import torch
+
     grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]
     if not grads:
         return True
@@ -91,6 +94,8 @@ class MixedPrecision:
         dtype: Literal["auto", "bfloat16", "float16"] = "auto",
         skip_nonfinite: bool = True,
     ) -> None:
+        import torch
+
         one_of("dtype", dtype, ("auto", *_DTYPES))
         self.dtype = dtype
         self.skip_nonfinite = boolean("skip_nonfinite", skip_nonfinite)
@@ -124,12 +129,14 @@ class MixedPrecision:
     # -- events ------------------------------------------------------------------
 
     def begin_fit(self, learner: Learner) -> None:
+        import torch
+
         param = next(iter(learner.model.parameters()), None)
         self.device_type = param.device.type if param is not None else "cpu"
         name = self.dtype
         if name == "auto":
             name = "float16" if self.device_type == "cuda" else "bfloat16"
-        self.amp_dtype = _DTYPES[name]
+        self.amp_dtype = getattr(torch, name)
         self.scaler = None
         if self.amp_dtype == torch.float16:
             self.scaler = torch.amp.GradScaler(self.device_type)
@@ -140,9 +147,13 @@ class MixedPrecision:
         self.skipped = 0
 
     def around_forward(self, learner: Learner) -> torch.autocast:
+        import torch
+
         return torch.autocast(self.device_type, dtype=self.amp_dtype)
 
     def begin_batch(self, learner: Learner) -> None:
+        import torch
+
         # observers of gradients (activation_stats) divide by this; a device
         # tensor, so reading it costs no sync
         scaler = self.scaler

@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import TypeAlias
 
-import torch
-
 from engine import order
 from engine._checks import is_number
 from engine.hookspecs import Register
@@ -43,6 +41,8 @@ from plugins._schedules import one_cycle
 from plugins._schedules import parse
 
 if TYPE_CHECKING:
+    import torch
+
     from engine.learner import Learner
 
 __all__ = [
@@ -146,6 +146,8 @@ class Schedule:
         self._plan(learner.opt)
 
     def begin_batch(self, learner: Learner) -> None:
+        import torch
+
         if not learner.in_train:
             return
         opt = learner.opt
@@ -233,6 +235,8 @@ def _locate(key: str, group: dict[str, Any]) -> tuple[str, int | None] | None:
 
 def _is_scalar(value: Any) -> bool:
     """A number, or a one-element tensor (the lr of a capturable or fused optimizer)."""
+    import torch
+
     if isinstance(value, torch.Tensor):
         return value.numel() == 1
     return is_number(value)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 from engine import order
 from engine._checks import positive_int
 from engine.exceptions import CancelTrainException
@@ -48,6 +46,8 @@ class TerminateOnNan:
         self._count = 0
 
     def after_loss(self, learner: Learner) -> None:
+        import torch
+
         self._count += 1
         if self._count % self.every:
             return
@@ -65,7 +65,7 @@ class TerminateOnNan:
         )
         # only the rank that saw it knows: in a distributed fit, it says which it is
         print(self.reason if learner.world_size == 1 else f"rank {learner.rank}: {self.reason}")
-        raise CancelTrainException(self.reason)
+        raise CancelTrainException(self.reason, printed=True)
 
 
 @hookimpl

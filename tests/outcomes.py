@@ -204,11 +204,84 @@ GRADIENT_RANGE_IS_SMALL = Claim(
 )
 
 
+# the lesson notebooks' results (demos/notebooks, run by tests/demos/test_notebooks.py);
+# each measure repeats the notebook's training code on the digits, which the notebook
+# runs on one thread
+
+
+def look_inside_notebook_accuracy(seed: int) -> float:
+    """look_inside.ipynb's last step: GeneralRelu + init_cnn, bs 64, lr 0.6, 4 epochs."""
+    from demos.look_inside import general_relu
+    from engine.datasets import digits
+    from engine.learner import Learner
+
+    data = digits(bs=64, seed=seed)
+    torch.manual_seed(seed)
+    learner = Learner(general_relu(10, 1), data, lr=0.6, plugins=["no:progress", "no:csv_logger"])
+    learner.fit(4)
+    return float(learner.log["valid_accuracy"])
+
+
+@functools.lru_cache(maxsize=64)
+def _normalization_notebook_at_bs2(key: str, seed: int, threads: int) -> float:
+    """normalization.ipynb at bs 2: norm ``key`` on the first 400 digits, lr 0.05, 1 epoch.
+
+    ``threads`` is part of the cache key only: results differ by thread count.
+    """
+    from demos.batchnorm import VARIANTS
+    from demos.batchnorm import fit_one
+    from engine.data import DataBunch
+    from engine.data import TensorLoader
+    from engine.datasets import digits
+
+    data = digits(bs=2, seed=seed)
+    x, y = data.train_dl.x[:400], data.train_dl.y[:400]  # type: ignore[attr-defined]
+    train = TensorLoader(x, y, 2, shuffle=True, seed=seed, drop_last=True)
+    small = DataBunch(train, data.valid_dl, data.c, data.input_shape, data.name)
+    return fit_one(VARIANTS[key], small, 0.05, 1, seed, []).accuracy
+
+
+def normalization_notebook_running_at_bs2(seed: int) -> float:
+    return _normalization_notebook_at_bs2("running_batch", seed, torch.get_num_threads())
+
+
+def normalization_notebook_running_minus_batch_at_bs2(seed: int) -> float:
+    threads = torch.get_num_threads()
+    running = _normalization_notebook_at_bs2("running_batch", seed, threads)
+    return running - _normalization_notebook_at_bs2("batch", seed, threads)
+
+
+LOOK_INSIDE_NOTEBOOK = Claim(
+    "look_inside.ipynb GeneralRelu valid accuracy",
+    look_inside_notebook_accuracy,
+    # measured 0.808-0.972, median 0.939 (seeds 0-19 x 1, 2 threads, torch 2.14.1; the
+    # thread counts differ on 3 seeds, by at most 5 of the 360 images); chance is 0.1
+    bound=0.70,
+)
+NORMALIZATION_NOTEBOOK_FIX = Claim(
+    "normalization.ipynb RunningBatchNorm valid accuracy at bs 2",
+    normalization_notebook_running_at_bs2,
+    # measured 0.378-0.783, median 0.650 at 1 thread, 0.614-0.794, median 0.704 at 2
+    # (seeds 0-19, torch 2.14.1): 200 steps of 2 images are noisy; chance is 0.1
+    bound=0.25,
+)
+NORMALIZATION_NOTEBOOK_FAILURE = Claim(
+    "normalization.ipynb RunningBatchNorm minus BatchNorm at bs 2",
+    normalization_notebook_running_minus_batch_at_bs2,
+    # BatchNorm alone measured 0.069-0.292; the gap 0.164-0.714, median 0.476 at 1 thread,
+    # 0.375-0.650, median 0.565 at 2 (seeds 0-19, torch 2.14.1)
+    bound=0.05,
+)
+
+
 CLAIMS: tuple[Claim, ...] = (
     RUNNING_BATCHNORM_TRAINS_AT_BS2,
     RUNNING_BATCHNORM_BEATS_BATCHNORM_AT_BS2,
     CLI_FIT_ON_DIGITS,
     LINEAR_LOSS_FALLS,
     GRADIENT_RANGE_IS_SMALL,
+    LOOK_INSIDE_NOTEBOOK,
+    NORMALIZATION_NOTEBOOK_FIX,
+    NORMALIZATION_NOTEBOOK_FAILURE,
 )
 """Every trained-outcome claim of the suite, in the order the spread script prints them."""

@@ -6,7 +6,9 @@ layer. The convolutions come from a ``layer`` factory (:func:`conv_layer` by
 default) so that variants (with batch norm, other activations...) can be swapped
 in without rewriting the network: :func:`conv_norm_layer` builds the factory for
 any activation and normalization of :data:`NORMS`, and :func:`cnn_07` is notebook
-07's network, ``cnn_07("batch")`` and so on.
+07's network, ``cnn_07("batch")`` and so on. :func:`mlp` is the fully connected
+network for flat features, with the same activations and the norms that need no
+pixels.
 """
 
 from __future__ import annotations
@@ -82,9 +84,13 @@ def _positive_int(value: object, what: str) -> int:
     return value
 
 
+CHANNELS = (8, 16, 32, 32)
+"""The convolutions' widths of the lesson's CNN (notebook 06), :func:`cnn`'s default."""
+
+
 def cnn(
     n_out: int = 10,
-    channels: Sequence[int] = (8, 16, 32, 32),
+    channels: Sequence[int] = CHANNELS,
     n_in: int = 1,
     layer: Callable[..., nn.Module] = conv_layer,
 ) -> nn.Sequential:
@@ -147,23 +153,39 @@ NormSpec = str | Callable[[int], nn.Module] | None
 """A normalization: a name in :data:`NORMS`, a callable ``norm(nf)``, or None for none."""
 
 
-def _norm_factory(norm: NormSpec) -> Callable[[int], nn.Module] | None:
-    """Resolve ``norm`` to a callable ``norm(nf)`` (or None), raising on unknown names."""
+def _norm_factory(
+    norm: NormSpec, who: str = "conv_norm_layer", names: Sequence[str] = tuple(NORMS)
+) -> Callable[[int], nn.Module] | None:
+    """Resolve ``norm`` to a callable ``norm(nf)`` (or None), raising on unknown names.
+
+    :param who: the function asking, for the messages.
+    :param names: the names in :data:`NORMS` it accepts.
+    """
     if norm is None or norm == "none":
         return None
     if isinstance(norm, str):
-        if norm not in NORMS:
+        if norm not in names:
             raise ValueError(
-                f"conv_norm_layer: unknown norm {norm!r}; expected one of "
-                f"{', '.join(repr(n) for n in NORMS)}, 'none', None or a callable norm(nf)"
+                f"{who}: unknown norm {norm!r}; expected one of "
+                f"{', '.join(repr(n) for n in names)}, 'none', None or a callable norm(nf)"
             )
         return NORMS[norm]
     if not callable(norm):
         raise TypeError(
-            f"conv_norm_layer: norm should be a name in {sorted(NORMS)}, None or a callable "
+            f"{who}: norm should be a name in {sorted(names)}, None or a callable "
             f"norm(nf), got {norm!r}"
         )
     return norm
+
+
+def _check_act(act: object, who: str) -> None:
+    """Raise unless ``act`` builds a new activation module each time it is called."""
+    if isinstance(act, nn.Module) or not callable(act):
+        # One shared module would make every layer's hooks fire on one object.
+        raise TypeError(
+            f"{who}: act should build an activation module when called with no "
+            f"argument (like nn.ReLU, not nn.ReLU()), so each layer gets its own; got {act!r}"
+        )
 
 
 def conv_norm_layer(
@@ -192,12 +214,7 @@ def conv_norm_layer(
     :param bias: whether the convolution has a bias; None means "only without a norm".
     """
     make_norm = _norm_factory(norm)
-    if isinstance(act, nn.Module) or not callable(act):
-        # One shared module would make every layer's hooks fire on one object.
-        raise TypeError(
-            f"conv_norm_layer: act should build an activation module when called with no "
-            f"argument (like nn.ReLU, not nn.ReLU()), so each layer gets its own; got {act!r}"
-        )
+    _check_act(act, "conv_norm_layer")
     with_bias = make_norm is None if bias is None else bool(bias)
 
     def layer(ni: int, nf: int, ks: int = 3, stride: int = 2) -> nn.Sequential:
@@ -231,3 +248,55 @@ def cnn_07(
     :param channels: the output channels of each convolutional layer.
     """
     return cnn(n_out=n_out, channels=channels, n_in=n_in, layer=conv_norm_layer(norm, act))
+
+
+MLP_WIDTHS = (50,)
+"""The widths of :func:`mlp`'s hidden layers by default: the lessons' ``nh = 50``."""
+
+FLAT_NORMS = ("batch", "layer", "group", "running_batch")
+"""The names in :data:`NORMS` that :func:`mlp` takes: those that need no pixels.
+
+``instance`` normalizes each channel over its pixels, which a feature vector does
+not have, and ``torch_batch`` is ``nn.BatchNorm2d``, which takes only images.
+"""
+
+
+def mlp(
+    n_in: int,
+    n_out: int = 10,
+    widths: Sequence[int] = MLP_WIDTHS,
+    act: Callable[[], nn.Module] = nn.ReLU,
+    norm: NormSpec = None,
+) -> nn.Sequential:
+    """A fully connected network for flat features: linear layers, activation, norm.
+
+    The input is flattened first (so ``(N, 1, 8, 8)`` images work as well as
+    ``(N, 64)`` rows), then each hidden layer is ``nn.Sequential(linear, act(),
+    norm(nf))``, in :func:`conv_norm_layer`'s order, the linear layer without a
+    bias when a norm follows; a last ``nn.Linear(widths[-1], n_out)`` gives the
+    outputs ``(N, n_out)``. ``widths=()`` is a linear model.
+
+    :param n_in: the number of input features (the product of the input's shape).
+    :param n_out: the number of outputs (classes).
+    :param widths: the width of each hidden layer.
+    :param act: builds the activation module, as for :func:`conv_norm_layer`.
+    :param norm: a name in :data:`FLAT_NORMS`, a callable ``norm(nf)``, or None (or
+        ``"none"``) for no norm.
+    """
+    _positive_int(n_in, "n_in")
+    _positive_int(n_out, "n_out")
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+        raise TypeError(
+            f"mlp: widths should be a sequence of positive integers like (50,), got {widths!r}"
+        )
+    sizes = [_positive_int(w, f"widths[{i}]") for i, w in enumerate(widths)]
+    make_norm = _norm_factory(norm, "mlp", FLAT_NORMS)
+    _check_act(act, "mlp")
+    layers: list[nn.Module] = [Lambda(flatten)]
+    for ni, nf in itertools.pairwise([n_in, *sizes]):
+        hidden = [nn.Linear(ni, nf, bias=make_norm is None), act()]
+        if make_norm is not None:
+            hidden.append(make_norm(nf))
+        layers.append(nn.Sequential(*hidden))
+    layers.append(nn.Linear(sizes[-1] if sizes else n_in, n_out))
+    return nn.Sequential(*layers)

@@ -32,13 +32,16 @@ def test_look_inside_tiny_config(tmp_path: Path, capsys: pytest.CaptureFixture[s
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("== step 1: kaiming (")
     assert lines[1] == "Diagnosis of the activations (last 25% of 6 rows)"
-    assert [line.split()[0] for line in lines[3:7]] == ["0", "1", "2", "3"]  # the conv layers
+    assert lines[2].startswith("model Sequential (") and ", lr 0.6, epochs 1, " in lines[2]
+    assert [line.split()[0] for line in lines[4:8]] == ["0", "1", "2", "3"]  # the conv layers
     table = next(lines[i:] for i, line in enumerate(lines) if line.startswith("near zero, late"))
     assert table[0].split()[-1] == "kaiming"
     assert [row.split()[0] for row in table[1:5]] == ["0", "1", "2", "3"]
     assert table[5].startswith("valid accuracy") and 0 <= float(table[5].split()[-1]) <= 1
     folder = tmp_path / "kaiming" / "activations"
     assert (folder / "diagnosis.md").exists() and (folder / "color_dim.png").stat().st_size > 1000
+    assert lines[-1] == f"the steps side by side: {tmp_path / 'look_inside.png'}"
+    assert (tmp_path / "look_inside.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_unknown_step_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

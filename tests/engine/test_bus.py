@@ -304,7 +304,11 @@ def test_dispatch_is_the_only_registry_and_follows_add_and_remove() -> None:
     assert [r.__self__.name for r in learner.plugins.dispatch["after_loss"]] == ["b"]  # type: ignore[attr-defined]
     assert learner.plugins.dispatch["begin_fit"] == ()
     assert not after_loss.receivers  # plugins are never connected to the signal
-    assert repr(learner.plugins) == "<PluginBus: b>"
+    assert repr(learner.plugins).splitlines() == [
+        "1 plugin, in run order:",
+        "plugin  order  enabled by  options  events",
+        "b       1      python      -        after_loss",
+    ]
 
 
 def test_receiver_connected_by_hand_for_one_learner_hears_only_it() -> None:
@@ -409,3 +413,49 @@ def test_of_returns_the_plugin_of_a_type_typed() -> None:
         learner.plugins.of(Tagged)
     with pytest.raises(LookupError, match=r"of type Counter, found 0 \(none\)"):
         learner.plugins.of(Counter)
+
+
+class _Early:
+    """Late in every event but begin_fit, where it runs first."""
+
+    name = "early"
+    order = 100
+    event_order = {"begin_fit": -100}
+
+    def begin_fit(self, learner: Any) -> None:
+        pass
+
+    def after_loss(self, learner: Any) -> None:
+        pass
+
+
+def test_event_order_places_one_event_apart() -> None:
+    calls: list[str] = []
+    learner = make(Tagged("plain", calls), _Early())
+    learner.plugins.add(
+        type("Starter", (), {"name": "starter", "begin_fit": lambda self, learner: None})()
+    )
+    assert learner.plugins.receivers("begin_fit") == ["early", "starter"]
+    assert learner.plugins.receivers("after_loss") == ["plain", "early"]
+    assert list(learner.plugins) == ["plain", "starter", "early"]  # by order
+    assert learner.plugins.rows()[2]["order"] == "100, begin_fit -100"
+
+
+@pytest.mark.parametrize(
+    ("event_order", "message"),
+    [
+        (
+            {"begin_fitt": 1},
+            "'event_order' names 'begin_fitt', which is no event it receives "
+            "\\(did you mean 'begin_fit'\\?\\)",
+        ),
+        ({"after_epoch": 1}, "'event_order' names 'after_epoch', which is no event it receives"),
+        ({"begin_fit": "first"}, "'event_order' for 'begin_fit' must be an int, got 'first'"),
+        ([("begin_fit", 1)], "'event_order' should be a dict of event -> order"),
+    ],
+)
+def test_bad_event_order_says_what_is_wrong(event_order: Any, message: str) -> None:
+    plugin = _Early()
+    plugin.event_order = event_order  # type: ignore[assignment]
+    with pytest.raises(PluginValidationError, match=f"^plugin 'early': {message}"):
+        make(plugin)

@@ -160,3 +160,17 @@ def test_plugin_class_without_events_is_reported(
         "PluginError: plugin 'idle': class Idle has no event methods; define at least one, "
         "e.g. 'def after_epoch(self, learner)'"
     )
+
+
+def test_a_table_enables_its_plugin_and_no_in_the_list_wins(tmp_path: Path) -> None:
+    from engine.manager import load_catalog
+    from engine.selection import select
+
+    path = tmp_path / "lookinside.toml"
+    path.write_text("[grad_clip]\nmax_norm = 1.0\n")
+    enabled, _ = select(load_catalog(), config=load_config(path))
+    clip = next(item for item in enabled if item.spec.name == "grad_clip")
+    assert clip.options == {"max_norm": 1.0}
+    path.write_text('plugins = ["no:grad_clip"]\n[grad_clip]\nmax_norm = 1.0\n')
+    enabled, _ = select(load_catalog(), config=load_config(path))
+    assert "grad_clip" not in [item.spec.name for item in enabled]

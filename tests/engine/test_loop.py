@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -493,3 +494,35 @@ def test_the_cancellation_that_stopped_the_fit_is_kept_with_its_reason() -> None
     learner.remove_plugin("stop")
     learner.fit(1)
     assert learner.cancelled is None
+
+
+def test_a_diverged_fit_keeps_the_earlier_runs_pictures(tmp_path: Path) -> None:
+    from engine import TrainingDiverged
+    from engine.nn import cnn
+
+    def learner(data: Any) -> Learner:
+        return Learner(
+            cnn(channels=(4, 4)),
+            data,
+            lr=0.1,
+            plugins=["no:progress", "activation_stats:report=false"],
+            out_dir=tmp_path,
+            config=False,
+        )
+
+    def image_data() -> Any:
+        from engine.data import DataBunch
+
+        gen = torch.Generator().manual_seed(0)
+        x, y = torch.randn(32, 1, 8, 8, generator=gen), torch.randint(0, 10, (32,), generator=gen)
+        return DataBunch.from_tensors(x, y, x[:8], y[:8], bs=8)
+
+    learner(image_data()).fit(1)
+    pictures = sorted(tmp_path.rglob("*.png")) + sorted(tmp_path.rglob("*.md"))
+    assert {p.name for p in pictures} >= {"loss.png", "color_dim.png", "diagnosis.md"}
+    before = {p: p.read_bytes() for p in pictures}
+    bad = image_data()
+    bad.train_dl.x[3, 0, 0, 0] = math.nan  # type: ignore[attr-defined]
+    with pytest.raises(TrainingDiverged):
+        learner(bad).fit(1)
+    assert {p: p.read_bytes() for p in pictures} == before

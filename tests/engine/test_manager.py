@@ -476,3 +476,70 @@ def test_an_allow_list_name_matching_nothing_is_warned_about(
         catalog = load_catalog(autoload=True)
     assert "(did you mean 'lookinside-counter'?)" in str(record[0].message)
     assert "counter" in catalog.plugins
+
+
+WEIGHTWATCH = {
+    "ww_plugin": """
+        from engine import Register, hookimpl
+
+        class WeightWatch:
+            def after_epoch(self, learner):
+                learner.log["watched"] = 1
+
+        @hookimpl
+        def lookinside_register(register: Register) -> None:
+            register(WeightWatch)
+    """,
+    "ww_extras": """
+        import torch
+        from engine import hookimpl
+        from engine.data import DataBunch
+
+        def blobs(bs=16, **kwargs):
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(32, 2, generator=g)
+            y = (x[:, 0] > 0).long()
+            return DataBunch.from_tensors(x[:24], y[:24], x[24:], y[24:], bs=bs)
+
+        @hookimpl
+        def lookinside_datasets(register):
+            register("blobs", blobs)
+
+        def _report(args):
+            print("weightwatch report")
+            return 0
+
+        @hookimpl
+        def lookinside_commands(commands):
+            commands.add_parser("weightwatch-report", help="report").set_defaults(run=_report)
+    """,
+}
+
+
+def test_autoload_off_a_named_plugin_brings_its_packages_datasets_and_commands(
+    site: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from engine.cli import main
+
+    fake_distribution(
+        site,
+        "lookinside-weightwatch",
+        {"weightwatch": "ww_plugin", "weightwatch_extras": "ww_extras"},
+        WEIGHTWATCH,
+    )
+    monkeypatch.setenv("LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.chdir(tmp_path)
+    argv = ["fit", "--epochs", "1", "--no-config", "-p", "weightwatch", "--data", "blobs"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert "watched" in capsys.readouterr().out.splitlines()[0]
+    assert main(["fit", "--data", "blobs", "--epochs", "1", "--no-config"]) == 2
+    assert "unknown dataset 'blobs'" in capsys.readouterr().err  # not named: not loaded
+    catalog = load_catalog()
+    catalog.load_distribution_of("weightwatch")
+    assert {"weightwatch"} <= set(catalog.plugins) and "blobs" in catalog.datasets
+    assert not catalog.unloaded  # both entry points of the distribution
+    # a package's command, autoload off: name the package in LOOKINSIDE_PLUGINS (as
+    # PYTEST_PLUGINS works with PYTEST_DISABLE_PLUGIN_AUTOLOAD)
+    monkeypatch.setenv("LOOKINSIDE_PLUGINS", "lookinside-weightwatch")
+    assert main(["weightwatch-report"]) == 0
+    assert capsys.readouterr().out == "weightwatch report\n"

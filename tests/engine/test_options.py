@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 from typing import Literal
 
 import pytest
@@ -12,6 +14,10 @@ from engine.options import Option
 from engine.options import convert
 from engine.options import options_from_factory
 from engine.options import parse_plugin_arg
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 class Example:
@@ -105,3 +111,31 @@ def test_bad_values_name_plugin_option_type_and_value(name: str, text: str, expe
 
 def test_python_values_pass_through() -> None:
     assert convert("p", Option("n", int, 0), 5) == 5
+
+
+_Metric = Callable[["Tensor"], "Tensor"]
+"""An alias naming ``Tensor``, which only type checkers import (as in observers.metrics)."""
+
+
+class TypeCheckingOnly:
+    """A plugin whose annotations name what only ``if TYPE_CHECKING:`` imports, as the
+    built-ins do with torch so that loading the catalogue imports none."""
+
+    def __init__(
+        self,
+        every: int = 1,
+        metric: _Metric | str = "accuracy",
+        device: torch.device | None = None,
+    ) -> None:
+        pass
+
+
+def test_options_read_when_annotations_name_type_checking_imports() -> None:
+    """Each annotation is evaluated on its own: names inside an alias stay unresolved, and
+    one naming an absent module is kept as its text, the other options unharmed."""
+    options = {o.name: o for o in options_from_factory(TypeCheckingOnly)}
+    assert list(options) == ["every", "metric", "device"]
+    assert options["every"].type is int
+    assert options["metric"].type_name == "str"
+    assert convert("p", options["metric"], "error_rate") == "error_rate"
+    assert options["device"].type_name == "torch.device | None"

@@ -75,7 +75,12 @@ def test_readme_plugin_package_commands_work(tmp_path: Path) -> None:
     )
     fit = next(out for command, out in outputs.items() if command.startswith("lookinside fit"))
     assert fit.splitlines()[0].split()[-1] == "shout_batches"
-    assert "2 passed" in next(out for c, out in outputs.items() if "pytest" in c)
+    assert "4 passed" in next(out for c, out in outputs.items() if "pytest" in c)
+    setup = (cwd / "setup.cfg").read_text()
+    from engine.version import __version__
+    from engine.version import compatible_range
+
+    assert f"install_requires =\n    lookinside{compatible_range(__version__)}\n" in setup
     assert "shout" not in outputs["lookinside plugins (after uninstall)"]
 
 

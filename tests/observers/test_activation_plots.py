@@ -79,7 +79,9 @@ def test_grids_have_one_panel_per_layer(data: ActivationData) -> None:
     grid = ap.color_dim_figure(data, ncols=3)
     assert isinstance(grid, Figure)
     drawn = [ax for ax in grid.axes if ax.get_images()]
-    assert len(grid.axes) == 3 and len(drawn) == 2 and not grid.axes[2].axison
+    bars = [ax for ax in grid.axes if ax.get_label() == "<colorbar>"]
+    assert len(grid.axes) == 5 and len(drawn) == 2 and not grid.axes[2].axison
+    assert [ax.get_ylabel() for ax in bars] == ["log(1 + count)"] * 2
     both = ap.means_stds_figure(data, first=4)
     assert [len(ydata(ax)[0]) for ax in both.axes] == [4, 4]
 
@@ -108,3 +110,52 @@ def test_save_writes_the_pngs_atomically(data: ActivationData, tmp_path: Path) -
     assert sorted(p.name for p in (tmp_path / "acts").iterdir()) == sorted(
         p.name for p in written
     )  # no temporary file left behind
+
+
+def test_epochs_are_marked_where_they_begin(data: ActivationData) -> None:
+    train = data.training()
+    assert ap.epoch_starts(train) == [12]  # rows 6.. are epoch 1, taken at batch 12
+    ax = ap.plot_stds(data)
+    (marks,) = ax.collections
+    assert [float(seg[0][0]) for seg in marks.get_segments()] == [11.5]
+    assert ap.epoch_starts(train, rows=4) == []
+    assert len(ap.plot_means(data, first=4).collections) == 0
+
+
+def test_near_zero_band_is_drawn_and_stated(data: ActivationData) -> None:
+    # conv is never negative: range 0..10, 40 bins, the 2 nearest 0 are [0, 0.5)
+    assert ap.near_zero_band(data, 0) == (0.0, 0.5)
+    # head is signed: -7..7, the 2 bins around 0 are [-0.35, 0.35)
+    low, high = ap.near_zero_band(data, 1)
+    assert (low, high) == pytest.approx((-0.35, 0.35))
+    ax = ap.plot_color_dim(data, "conv")
+    band = [c for c in ax.collections if c.get_label() == "_near zero"]
+    assert [float(s[0][1]) for s in band[0].get_segments()] == [0.0, 0.5]
+    assert ap.plot_near_zero(data, layers=["conv"]).get_title() == "near zero: values in [0, 0.5)"
+    assert "band per layer" in ap.plot_near_zero(data).get_title()
+
+
+def test_color_dim_range_is_cut_to_the_bins_used(data: ActivationData) -> None:
+    full = ap.plot_color_dim(data, "conv")  # values reach past 10: nothing to cut
+    assert full.get_ylim() == (0.0, 10.0) and list(full.texts) == []
+    buf = ActivationBuffer("activations", ["relu"], ["ReLU"], 3, sample=0)
+    for row in range(3):  # values in [0, 1.9): bins 0..7 of 0..10's 40
+        buf.record(0, row, torch.linspace(0.0, 1.9, 100))
+    small = buf.to_host(3, [0, 1, 2], [0, 0, 0], [True] * 3)
+    ax = ap.plot_color_dim(small)
+    assert ax.get_ylim() == pytest.approx((0.0, 9 * 0.25))  # bins 0..7 and one more
+    assert [text.get_text() for text in ax.texts] == ["range 0..10, empty bins not shown"]
+    (image,) = ax.get_images()
+    assert image.get_extent() == [-0.5, 2.5, 0.0, 10.0]  # the whole histogram is kept
+
+
+def test_compare_figure_puts_runs_side_by_side(data: ActivationData) -> None:
+    figure = ap.compare_figure({"plain": data, "kaiming": data, "GeneralRelu": data}, "head")
+    tops = [ax for ax in figure.axes if ax.get_title() in ("plain", "kaiming", "GeneralRelu")]
+    assert [ax.get_title() for ax in tops] == ["plain", "kaiming", "GeneralRelu"]
+    assert all(ax.get_yscale() == "log" for ax in tops)
+    images = [ax for ax in figure.axes if ax.get_images()]
+    assert [ax.get_title() for ax in images] == ["head (Linear)"] * 3
+    assert sum(ax.get_label() == "<colorbar>" for ax in figure.axes) == 1
+    with pytest.raises(ValueError, match="at least one run"):
+        ap.compare_figure({})

@@ -215,8 +215,9 @@ def test_writes_pictures_and_diagnosis_and_prints_it(
 ) -> None:
     calls: list[tuple[str, Path, str]] = []
 
-    def fake_save(data: Any, directory: Path, prefix: str = "") -> list[Path]:
+    def fake_save(data: Any, directory: Path, prefix: str = "", title: str = "") -> list[Path]:
         calls.append((data.kind, directory, prefix))  # the real PNGs: test_activation_plots
+        assert title.startswith("Sequential, lr ")
         return [directory / f"{prefix}x.png"]
 
     monkeypatch.setattr(activation_plots, "save_activation_plots", fake_save)
@@ -227,7 +228,10 @@ def test_writes_pictures_and_diagnosis_and_prints_it(
     assert stats.written == [folder / "x.png", folder / "grad_x.png", folder / "diagnosis.md"]
     out = capsys.readouterr().out
     assert out.startswith("Diagnosis of the activations (last 25% of 3 rows)")
-    assert "| layer | mean |" in (folder / "diagnosis.md").read_text()
+    report = (folder / "diagnosis.md").read_text()
+    assert "| layer | mean |" in report
+    assert "model Sequential (" in report and "## The columns" in report
+    assert "![x](x.png)" in report and "![grad_x](grad_x.png)" in report
 
 
 def test_save_and_report_off(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,7 @@ import pytest
 import tqdm
 
 from engine.exceptions import CancelEpochException
+from engine.exceptions import CancelTrainException
 from observers.metrics import Metrics
 from observers.progress import Progress
 from observers.progress import format_value
@@ -84,10 +85,13 @@ def test_bar_per_pass_with_loss_and_rows(make_learner, bars, capsys):
     make_learner([Metrics(), progress]).fit(2)
     out = capsys.readouterr().out
     assert progress.use_bar
-    assert [bar.desc for bar in bars] == ["train", "valid"] * 2
-    assert [bar.total for bar in bars] == [7, 2] * 2
-    assert [bar.n for bar in bars] == [7, 2] * 2
-    assert all("loss=" in bar.postfix for bar in bars)
+    overall, *passes = bars
+    assert (overall.desc, overall.total, overall.n, overall.leave) == ("epochs", 2, 2, True)
+    assert [bar.desc for bar in passes] == ["train", "valid"] * 2
+    assert [bar.total for bar in passes] == [7, 2] * 2
+    assert [bar.n for bar in passes] == [7, 2] * 2
+    assert all("loss=" in bar.postfix for bar in passes)
+    assert not any(bar.leave for bar in passes)
     assert all(bar.disable for bar in bars)  # tqdm sets disable when closed
     assert len(_table(out)) == 3  # header and two rows, through tqdm.write
 
@@ -104,9 +108,9 @@ def test_bars_closed_when_the_fit_fails(make_learner, bars, capsys):
     progress = Progress(bar=True)
     with pytest.raises(RuntimeError, match="boom"):
         make_learner([progress, Boom()]).fit(1)
-    assert len(bars) == 1
-    assert bars[0].disable
-    assert progress._pbar is None
+    assert [bar.desc for bar in bars] == ["epochs", "train"]
+    assert all(bar.disable for bar in bars)
+    assert progress._pbar is None and progress._overall is None
 
 
 def test_bar_closed_when_a_pass_is_cancelled(make_learner, bars, capsys):
@@ -120,7 +124,7 @@ def test_bar_closed_when_a_pass_is_cancelled(make_learner, bars, capsys):
 
     progress = Progress(bar=True)
     make_learner([progress, Stop()]).fit(1)
-    assert [bar.n for bar in bars] == [2, 2]
+    assert [bar.n for bar in bars] == [1, 2, 2]  # epochs, train (cut short), valid
     assert all(bar.disable for bar in bars)
 
 
@@ -136,3 +140,35 @@ def test_no_bar_means_no_per_batch_work(make_learner, bars, capsys, sync_counter
 def test_bad_bar_option():
     with pytest.raises(TypeError, match="^bar should be a bool, got 'sometimes'"):
         Progress(bar="sometimes")
+
+
+class _StopAt:
+    name = "stop_at"
+    order = 50
+
+    def __init__(self, epoch, exc):
+        self.epoch, self.exc = epoch, exc
+
+    def after_epoch(self, learner):
+        if learner.epoch == self.epoch:
+            raise self.exc
+
+
+def test_the_reason_a_plugin_stopped_the_fit_is_shown_after_the_rows(make_learner, capsys):
+    learner = make_learner([Progress(), _StopAt(1, CancelTrainException("ratio 3.2 > 0.5"))])
+    learner.fit(5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "stopped after epoch 1: ratio 3.2 > 0.5"
+    assert [line.split()[0] for line in lines[1:-1]] == ["0", "1"]
+    assert str(learner.cancelled) == "ratio 3.2 > 0.5"
+
+
+def test_a_stop_without_a_reason_says_so(make_learner, capsys):
+    make_learner([Progress(), _StopAt(0, CancelTrainException())]).fit(5)
+    assert capsys.readouterr().out.splitlines()[-1] == "stopped after epoch 0: no reason given"
+
+
+def test_a_reason_the_plugin_printed_is_not_repeated(make_learner, capsys):
+    stop = CancelTrainException("printed by the plugin", printed=True)
+    make_learner([Progress(), _StopAt(0, stop)]).fit(5)
+    assert "printed by the plugin" not in capsys.readouterr().out

@@ -189,9 +189,21 @@ def test_plot_errors():
     assert isinstance(recorder.plot_loss_vs_lr(), Axes)
 
 
+class _LrRamp:
+    """Changes the learning rate every batch, as a schedule does."""
+
+    name = "ramp"
+    order = 10
+
+    def begin_batch(self, learner):
+        if learner.in_train:
+            for group in learner.opt.param_groups:
+                group["lr"] = 0.01 * (learner.n_iter + 1)
+
+
 def test_save_plots_writes_pngs_atomically(make_learner, tmp_path):
     recorder = Recorder()
-    make_learner([recorder]).fit(1)
+    make_learner([recorder, _LrRamp()]).fit(1)
     paths = recorder.save_plots(tmp_path / "plots")
     assert [p.name for p in paths] == list(PLOT_FILES)
     for path in paths:
@@ -216,12 +228,42 @@ class _Boom:
 def test_after_fit_saves_into_out_dir_even_when_the_fit_fails(make_learner, tmp_path):
     recorder = Recorder()
     out = tmp_path / "run"
-    learner = make_learner([recorder, _Boom()], out_dir=out)
+    learner = make_learner([recorder, _Boom(), _LrRamp()], out_dir=out)
     with pytest.raises(RuntimeError, match="boom"):
         learner.fit(2)
     assert len(recorder.losses) == 4
     for name in PLOT_FILES:
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_lr_pictures_only_when_the_lr_changed(make_learner, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in PLOT_FILES:  # an earlier run's pictures
+        (out / name).write_bytes(b"old")
+    recorder = Recorder()
+    assert recorder.lr_changed() is False
+    make_learner([recorder], out_dir=out).fit(1)
+    assert recorder.lr_changed() is False
+    assert sorted(p.name for p in out.iterdir()) == ["loss.png"]  # stale lr pictures gone
+    assert (out / "loss.png").read_bytes().startswith(PNG_MAGIC)
+    make_learner([recorder, _LrRamp()], out_dir=out).fit(1)
+    assert recorder.lr_changed() is True
+    assert sorted(p.name for p in out.iterdir()) == sorted(PLOT_FILES)
+
+
+def test_saved_pictures_say_which_run_they_are_of(make_learner, tmp_path, monkeypatch):
+    from observers import plots
+
+    titles = []
+    real = plots.save_figure
+    monkeypatch.setattr(
+        plots, "save_figure", lambda f, p: titles.append(f.get_suptitle()) or real(f, p)
+    )
+    learner = make_learner([Recorder(), _LrRamp()], out_dir=tmp_path / "run")
+    learner.fit(1)
+    expected = f"{type(learner.model).__name__}, lr {learner.lr:.3g}, 1 epoch, {tmp_path / 'run'}"
+    assert titles == [expected] * 3
 
 
 def test_after_fit_writes_nothing_without_out_dir_or_when_disabled(make_learner, tmp_path):

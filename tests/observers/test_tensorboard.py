@@ -64,9 +64,12 @@ def test_batch_losses_lrs_and_epoch_metrics(tmp_path: Path) -> None:
     assert [(e.step, e.value) for e in events.Scalars("batch/lr_group0")] == [
         (i, np.float32(0.3)) for i in range(6)
     ]
-    for key in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "time"):
+    # one step unit: epoch values sit at the epoch's last training batch (3 per epoch)
+    for key in ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "time"):
         logged = [(e.step, e.value) for e in events.Scalars(f"epoch/{key}")]
-        assert logged == [(i, np.float32(row[key])) for i, row in enumerate(metrics.history)]
+        assert logged == [
+            (3 * i + 2, np.float32(row[key])) for i, row in enumerate(metrics.history)
+        ]
 
 
 def test_activation_histograms_per_epoch_match_the_recorded_data(tmp_path: Path) -> None:
@@ -81,7 +84,7 @@ def test_activation_histograms_per_epoch_match_the_recorded_data(tmp_path: Path)
     for epoch, event in enumerate(events.Histograms("activations/1 (Conv2d+ReLU)")):
         rows = [i for i, e in enumerate(data.epochs) if e == epoch]
         value = event.histogram_value
-        assert event.step == epoch
+        assert event.step == data.iterations[rows[-1]] == 3 * epoch + 2
         counts = data.hists[rows, 1].double().sum(0)
         filled = torch.nonzero(counts).flatten().tolist()
         first, last = filled[0], filled[-1]
@@ -135,3 +138,43 @@ def test_registered_under_its_name_with_options(tmp_path: Path) -> None:
     assert isinstance(board, TensorBoard) and board.log_dir == str(tmp_path / "x")
     with pytest.raises(ValueError, match="flush_secs should be a positive integer"):
         TensorBoard(flush_secs=0)
+
+
+def test_per_layer_statistics_at_every_recorded_batch(tmp_path: Path) -> None:
+    stats = ActivationStats(sample=0, save=False, report=False)
+    fit(tmp_path, stats, TensorBoard(histograms=False))
+    events = read(tmp_path / "tensorboard")
+    data = stats.data
+    assert data is not None
+    for m, label in enumerate(data.labels):
+        for what, values in (
+            ("mean", data.means),
+            ("std", data.stds),
+            ("near_zero", data.near_zero),
+        ):
+            logged = [(e.step, e.value) for e in events.Scalars(f"activations/{what}/{label}")]
+            assert logged == [
+                (step, np.float32(values[row, m])) for row, step in enumerate(data.iterations)
+            ]
+    assert events.Tags()["histograms"] == []
+
+
+def test_histograms_every_n_batches(tmp_path: Path) -> None:
+    stats = ActivationStats(sample=0, save=False, report=False)
+    fit(tmp_path, stats, TensorBoard(histogram_every=2, scalars=False), epochs=2)
+    events = read(tmp_path / "tensorboard")
+    data = stats.data
+    assert data is not None
+    hists = events.Histograms("activations/0 (Conv2d+ReLU)")
+    # 6 training batches: windows 0-1, 2-3, 4-5, each at its last batch
+    assert [e.step for e in hists] == [1, 3, 5]
+    for event, rows in zip(hists, ([0, 1], [2, 3], [4, 5])):
+        assert event.histogram_value.num == float(data.numel[rows, 0].sum())
+    assert not any(tag.startswith("activations/mean") for tag in events.Tags()["scalars"])
+
+
+def test_bad_options_say_what_is_expected() -> None:
+    with pytest.raises(ValueError, match="histogram_every should be a positive integer"):
+        TensorBoard(histogram_every=0)
+    with pytest.raises(TypeError, match="scalars should be a bool"):
+        TensorBoard(scalars="yes")  # type: ignore[arg-type]

@@ -686,3 +686,38 @@ def test_a_checkpoint_without_a_plugins_state_says_what_was_not_restored(
         "checkpoint: not restored: the state of plugin 'stateful' (no such plugin is attached)"
         in capsys.readouterr().out.splitlines()
     )
+
+
+class _OpensAFileInBeginFit:
+    """A third-party plugin at the default order that opens its log in begin_fit, the
+    way the issue's weightwatch package did: it must see the resumed state there."""
+
+    name = "opener"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[bool, int, bool]] = []
+
+    def begin_fit(self, learner: Any) -> None:
+        restored = learner.plugins["checkpoint"]._pending is None
+        self.seen.append((learner.resuming, learner.epoch, restored))
+
+
+def test_state_is_back_before_any_other_plugins_begin_fit(tmp_path: Path) -> None:
+    from engine.testing import make_learner
+    from engine.testing import tiny_data
+
+    first = make_learner(["metrics", "checkpoint"], data=tiny_data(), out_dir=tmp_path)
+    first.fit(2)
+    opener = _OpensAFileInBeginFit()
+    resumed = make_learner(
+        ["metrics", f"checkpoint:resume={tmp_path / 'checkpoints' / 'last.pt'}", opener],
+        data=tiny_data(),
+        out_dir=tmp_path,
+    )
+    assert resumed.plugins.receivers("begin_fit")[0] == "checkpoint"
+    resumed.fit(4)
+    assert opener.seen == [(True, 2, True)]  # resuming, at epoch 2, state restored
+    assert resumed.resuming is True
+    opener.seen.clear()
+    resumed.fit(1)  # a new fit: nothing to resume
+    assert opener.seen == [(False, 0, True)] and resumed.resuming is False

@@ -242,9 +242,10 @@ def test_suggestions_on_a_known_curve() -> None:
     lrs = [10.0 ** (-5 + 0.5 * i) for i in range(11)]
     losses = [5.0, 5.0, 4.9, 4.5, 3.0, 1.0, 0.8, 0.7, 0.75, 2.0, float("nan")]
     # central differences over log10(lr), step 0.5: the most negative is at i=4, (1.0-4.5)/1.0
-    # the longest valley: 5.0 (i=0), 4.9, 4.5, 3.0, 1.0, 0.8, 0.7 (i=7); halfway: i=3
+    # the descent begins at i=2, the last point within 10% of the fall (5.0 - 0.43) of the
+    # top; its longest valley: 4.9 (i=2), 4.5, 3.0, 1.0, 0.8, 0.7 (i=7); halfway: i=4
     found = suggest(lrs, losses)
-    assert found == {"valley": lrs[3], "steepest": lrs[4], "min/10": lrs[7] / 10}
+    assert found == {"valley": lrs[4], "steepest": lrs[4], "min/10": lrs[7] / 10}
     # from i=5 on: one-sided at the start, (0.8-1.0)/0.5 = -0.4, the most negative
     assert suggest(lrs, losses, skip_start=5) == {
         "valley": lrs[6],
@@ -255,11 +256,31 @@ def test_suggestions_on_a_known_curve() -> None:
 
 
 def test_the_longest_valley_and_not_the_deepest_drop() -> None:
-    """The points need not be adjacent: a bump does not end the valley."""
+    """The points need not be adjacent: a bump does not end the valley, but the two
+    points it skipped shorten it (7 falling points: the 7 points up to the end)."""
     losses = [3.0, 2.9, 2.8, 2.7, 2.6, 2.5, 2.6, 2.7, 0.5, 5.0]
-    assert valley(losses) == (0, 8)
+    assert valley(losses) == (2, 8)
     assert valley([1.0, 2.0, 3.0]) == (0, 0)
     assert valley([]) == (0, 0)
+
+
+def test_the_valley_is_on_the_descent_not_in_a_drifting_flat_start() -> None:
+    """Digits with BatchNorm: 5 decades flat near 3.1 (drifting down a little, so a
+    falling run could go through all of it), then the descent from 1e-3 to 1."""
+    lrs = [10.0 ** (-7 + 0.08 * i) for i in range(100)]
+    flat = [3.1 - 0.0005 * i for i in range(50)]  # 1e-7 .. 1e-3
+    descent = [flat[-1] - 0.9 * (i + 1) / 38 for i in range(38)]  # 1e-3 .. 1
+    rise = [descent[-1] + 0.5 * (i + 1) for i in range(12)]
+    found = suggest(lrs, flat + descent + rise, skip_start=10)
+    assert 1e-3 < found["valley"] < 1.0
+    # halfway down: the descent begins at i=51 (the last point within 10% of the fall
+    # from the top) and ends at i=87, the minimum
+    assert found["valley"] == lrs[51 + (87 - 51) // 2]
+    # a dip in the flat part is steeper than the descent, and still not where it trains
+    flat[20] -= 0.06
+    steepest = suggest(lrs, flat + descent + rise, skip_start=10)["steepest"]
+    assert lrs[51] <= steepest <= lrs[87]
+    assert valley(flat + descent)[0] < 50  # what the whole curve's valley would have used
 
 
 def test_a_flat_sweep_suggests_nothing_and_says_so() -> None:

@@ -1,0 +1,134 @@
+"""Tests of engine.testing: what a plugin package's tests lean on must itself hold."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.testing import CliResult
+from engine.testing import catalog_with
+from engine.testing import hermetic_env
+from engine.testing import make_learner
+from engine.testing import run_cli
+from engine.testing import tiny_data
+from engine.testing import tiny_model
+
+PLUGIN = '''
+from engine import Register, hookimpl
+
+
+class Counter:
+    """Count training batches into the epoch's log.
+
+    :param step: added per batch.
+    """
+
+    name = "counter"
+    log_keys = ("counted",)
+
+    def __init__(self, step: int = 1) -> None:
+        self.step = step
+        self.count = 0
+
+    def begin_epoch(self, learner):
+        self.count = 0
+
+    def after_batch(self, learner):
+        if learner.in_train:
+            self.count += self.step
+
+    def after_epoch(self, learner):
+        learner.log["counted"] = self.count
+
+
+@hookimpl
+def lookinside_register(register: Register) -> None:
+    register(Counter)
+'''
+
+
+@pytest.fixture
+def plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A plugin module on sys.path, not installed: ``my_counter``."""
+    (tmp_path / "my_counter.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_counter"
+    sys.modules.pop("my_counter", None)
+
+
+def test_tiny_data_is_learnable_flat_or_images() -> None:
+    flat = tiny_data()
+    xb, yb = next(iter(flat.train_dl))
+    assert xb.shape == (8, 4) and flat.c == 2 and flat.input_shape == (4,)
+    assert torch.equal(yb, xb[:, :2].argmax(dim=1))
+    images = tiny_data(image=True, features=6, classes=3)
+    xb, yb = next(iter(images.train_dl))
+    assert xb.shape == (8, 1, 6, 6) and images.c == 3
+    assert tiny_model(images)(xb).shape == (8, 3)
+    assert tiny_data(n_valid=0).valid_dl is None
+    with pytest.raises(ValueError, match="classes should be between 2 and features"):
+        tiny_data(classes=5)
+
+
+def test_a_module_registered_as_if_installed(plugin_module: str) -> None:
+    learner = make_learner(["counter:step=2", "metrics"], modules=[plugin_module])
+    learner.fit(2)
+    assert learner.log["counted"] == 8  # 4 batches of 8, step 2
+    assert list(learner.plugins) == ["counter", "metrics"]  # run order; no default plugins
+    spec = catalog_with([plugin_module]).plugins["counter"]
+    assert spec.origin.distribution == "(local)"
+    assert [option.name for option in spec.options] == ["step"]
+
+
+def test_under_another_name(plugin_module: str) -> None:
+    catalog = catalog_with([("renamed", plugin_module)])
+    assert "renamed" in catalog.modules and "counter" in catalog.plugins
+
+
+def test_the_environment_and_config_files_change_nothing(
+    plugin_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lookinside.toml").write_text('plugins = ["no-such-plugin"]\n')
+    monkeypatch.setenv("LOOKINSIDE_PLUGINS", "nothing-here")
+    monkeypatch.setenv("LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    learner = make_learner(["counter"], modules=[plugin_module])
+    assert list(learner.plugins) == ["counter"]
+    assert os.environ["LOOKINSIDE_PLUGINS"] == "nothing-here"  # put back
+    result = run_cli(["fit", "--epochs", "1", "-p", "counter"], modules=[plugin_module])
+    assert result.exit_code == 0, result.err
+    assert "counted" in result.lines[0].split()
+
+
+def test_hermetic_env_clears_and_restores() -> None:
+    os.environ["LOOKINSIDE_X"] = "outer"
+    try:
+        with hermetic_env({"LOOKINSIDE_Y": "inner"}):
+            assert os.environ.get("LOOKINSIDE_X") is None
+            assert os.environ["LOOKINSIDE_Y"] == "inner"
+            os.environ["LOOKINSIDE_Z"] = "leak"
+        assert os.environ["LOOKINSIDE_X"] == "outer"
+        assert "LOOKINSIDE_Y" not in os.environ and "LOOKINSIDE_Z" not in os.environ
+    finally:
+        os.environ.pop("LOOKINSIDE_X", None)
+
+
+def test_run_cli_returns_status_and_output(plugin_module: str) -> None:
+    listed = run_cli(["plugins"], modules=[plugin_module])
+    assert listed.exit_code == 0 and "counter" in listed.out
+    bad = run_cli(["fit", "-p", "countr"], modules=[plugin_module])
+    assert bad == CliResult(2, "", bad.err)
+    assert bad.err.startswith("lookinside: error: unknown plugin 'countr'")
+    assert "did you mean 'counter'?" in bad.err
+    usage = run_cli(["fit", "--epochs", "zero"])
+    assert usage.exit_code == 2
+    assert usage.err.splitlines()[-1] == (
+        "lookinside fit: error: argument --epochs: expected an integer, got 'zero'"
+    )
+    helped = run_cli(["--help"])
+    assert helped.exit_code == 0 and "usage: lookinside" in helped.out
