@@ -7,6 +7,7 @@ no torch; ``from engine import Learner`` works as before.
 
 from typing import TYPE_CHECKING
 
+from engine.exceptions import BatchError
 from engine.exceptions import CancelBatchException
 from engine.exceptions import CancelEpochException
 from engine.exceptions import CancelException
@@ -66,6 +67,7 @@ __all__ = [
     "CancelException",
     "CancelTrainException",
     "DataBunch",
+    "BatchError",
     "DataError",
     "LayerRow",
     "Learner",

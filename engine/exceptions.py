@@ -91,6 +91,11 @@ class DataError(LookinsideError):
     """A dataset could not be found or read."""
 
 
+class BatchError(LookinsideError, ValueError):
+    """The fit's first batch does not fit the model or the loss (:mod:`engine.batch_checks`):
+    labels out of range, float labels for cross_entropy, fewer outputs than targets."""
+
+
 class TrainingDiverged(LookinsideError):
     """The loss became NaN or infinite: the weights are lost, training cannot go on.
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from blinker import NamedSignal
 from torch import nn
 
+from engine import batch_checks
 from engine import events as ev
 from engine import inference
 from engine import learner_state
@@ -183,6 +184,7 @@ class Learner:
         self.plugins = PluginBus()
         self._fitting = False
         self._stepping = False
+        self._checked = False
         requests = list(plugins)
         self.config = _as_config(config)
         named = any(isinstance(r, (str, tuple)) for r in requests) or self.config.path is not None
@@ -335,6 +337,7 @@ class Learner:
         self.plugins.trace(tracing())
         self._fitting = True
         self._stepping = False
+        self._checked = False
         self.error = None
         self.cancelled = None
         self.resuming = False
@@ -428,9 +431,13 @@ class Learner:
             self.coordinator.before_forward()
         # validation needs no gradient sync: the plain model (ddp syncs its buffers)
         model = self.model_wrapper if self.in_train and self.model_wrapper else self.model
-        self.pred = self._wrapped(model, self.xb)
+        first = self.in_train and not self._checked
+        self.pred = self._wrapped(self._run_model, model, first)
         self._emit("after_pred")
-        self.loss = self._wrapped(self.loss_func, self.pred, self.yb)
+        if first:
+            self._checked = True  # once per fit: it reads the labels' range from the device
+            batch_checks.check_targets(self.pred, self.yb, self.loss_func)
+        self.loss = self._wrapped(self._run_loss, first)
         self._emit("after_loss")
         if not self.in_train:
             return
@@ -441,6 +448,30 @@ class Learner:
         self.opt.step()  # type: ignore[union-attr]
         self._emit("after_step")
         self.opt.zero_grad()  # type: ignore[union-attr]
+
+    def _run_model(self, model: nn.Module, first: bool) -> Any:
+        """``model(xb)``; an error gets a note with the batch's shapes on the fit's first
+        batch, or on a batch of one sample (:mod:`engine.batch_checks`)."""
+        try:
+            return model(self.xb)
+        except CancelException:
+            raise
+        except Exception as exc:
+            note = batch_checks.forward_note(self.xb, self.yb, first)
+            if note:
+                add_note(exc, note)
+            raise
+
+    def _run_loss(self, first: bool) -> Any:
+        """``loss_func(pred, yb)``; an error on the fit's first batch gets the shapes."""
+        try:
+            return self.loss_func(self.pred, self.yb)
+        except CancelException:
+            raise
+        except Exception as exc:
+            if first:
+                add_note(exc, batch_checks.describe_batch(self.xb, self.yb, self.pred))
+            raise
 
     def _wrapped(self, func: Callable[..., Any], *args: Any) -> Any:
         """``func(*args)`` inside the contexts plugins wrap the forward and the loss in."""

@@ -5,8 +5,9 @@ On a GPU, every read of a tensor's value on the host waits for the device (see
 are counted from the first ``begin_batch`` receiver of each batch to the last
 ``after_batch`` receiver: the :class:`Window` plugins, at the lowest and highest
 orders. The default plugins, alone and with ``activation_stats``, read nothing
-there. The reads some plugins document are counted exactly: the NaN guard's (one
-per checked batch), mixed precision's (one per step), ``activation_stats``'s
+there; the loop itself reads once per fit, the first batch's labels against the
+model's outputs (:mod:`engine.batch_checks`). The reads some plugins document are
+counted exactly: the NaN guard's (one per checked batch), mixed precision's (one per step), ``activation_stats``'s
 automatic ranges (one per module, first batch) and the progress bar's (at most
 every half second).
 """
@@ -117,12 +118,23 @@ def fit(
     )
     learner.fit(EPOCHS)
     assert not counter.active
+    # the loop's own documented read: the first batch's labels against the model's
+    # outputs (engine.batch_checks), once per fit; test_the_loop_reads_the_labels_once
+    checks = [r for r in counter.reads if r.site.startswith("engine/batch_checks.py")]
+    assert [(r.method, r.tag) for r in checks] == [("tolist", FIRST)]
+    counter.reads = [r for r in counter.reads if r not in checks]
     return learner
 
 
 def where(counter: SyncCounter) -> Counter[tuple[str, str]]:
     """How many reads of each method come from each file."""
     return Counter((read.method, read.site.partition(":")[0]) for read in counter.reads)
+
+
+def test_the_loop_reads_the_labels_once_per_fit(counter: SyncCounter) -> None:
+    """fit() above checks it: one read, on the first training batch, in batch_checks."""
+    fit(counter)
+    assert counter.reads == []  # every other read was the plugins'
 
 
 def test_the_window_spans_every_receiver_of_a_batch(counter: SyncCounter) -> None:
