@@ -103,6 +103,27 @@ class GradNorm:
         self._sums = None  # let go of device memory
         self._params = []
 
+    def plot(self, ax: Any = None) -> Any:
+        """Each layer's mean gradient norm per epoch, on a log scale; returns the Axes.
+
+        Drawn with lookinside's headless figures (``observers.plots``): in a notebook
+        the plot shows itself when the cell ends.
+
+        :param ax: a matplotlib Axes to draw on; a new figure's when ``None``.
+        """
+        from observers import plots
+
+        ax = plots.axes_or_new(ax)
+        epochs = list(range(len(self.history)))
+        for layer in self.layers:
+            ax.plot(epochs, [row[layer] for row in self.history], "o-", label=layer)
+        if self.history:
+            ax.set_yscale("log")
+            ax.legend(title="layer", fontsize="small")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mean gradient norm")
+        return ax
+
 
 @hookimpl
 def lookinside_register(register: Register) -> None:

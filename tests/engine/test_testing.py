@@ -132,3 +132,55 @@ def test_run_cli_returns_status_and_output(plugin_module: str) -> None:
     )
     helped = run_cli(["--help"])
     assert helped.exit_code == 0 and "usage: lookinside" in helped.out
+
+
+NAMELESS = '''
+from engine import Register, hookimpl
+
+
+class WeightWatch:
+    """Keeps a count across checkpoints (no name attribute)."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def after_epoch(self, learner):
+        self.seen += 1
+
+    def state_dict(self):
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state):
+        self.seen = state["seen"]
+
+
+@hookimpl
+def lookinside_register(register: Register) -> None:
+    register(WeightWatch)
+'''
+
+
+def test_a_plugin_has_one_name_however_it_is_attached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By entry point "weightwatch", or as an object of the registered class: the same
+    name, so a checkpoint made one way resumes the other (the issue's weight_watch)."""
+    (tmp_path / "ww_module.py").write_text(textwrap.dedent(NAMELESS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import ww_module
+
+    modules = [("weightwatch", ww_module)]
+    by_name = make_learner(
+        ["weightwatch", "checkpoint:monitor=none"], modules=modules, out_dir=tmp_path
+    )
+    by_name.fit(2)
+    as_object = ww_module.WeightWatch()
+    resumed = make_learner(
+        [as_object, f"checkpoint:monitor=none,resume={tmp_path / 'checkpoints' / 'last.pt'}"],
+        modules=modules,
+        out_dir=tmp_path,
+    )
+    assert "weightwatch" in resumed.plugins and resumed.plugins["weightwatch"] is as_object
+    resumed.fit(3)
+    assert as_object.seen == 3  # 2 restored from the checkpoint, then epoch 2
+    sys.modules.pop("ww_module", None)

@@ -435,3 +435,10 @@ def test_any_plugin_can_sit_out_the_sweep_and_no_state_is_loaded_back(tmp_path: 
     assert (paused.batches, stateful.loads) == (0, 0)
     assert learner.plugins["paused"] is paused and learner.out_dir == tmp_path
     assert not list(tmp_path.iterdir())  # the recorder wrote no plot of the sweep
+
+
+def test_the_valley_on_digits_is_a_rate_the_model_trains_at() -> None:
+    """The issue's check: train at the suggestion (tests/outcomes.py has the spread)."""
+    from tests.outcomes import LR_FIND_VALLEY_TRAINS
+
+    LR_FIND_VALLEY_TRAINS.check(0)

@@ -86,3 +86,17 @@ def test_registered_through_the_entry_point() -> None:
     assert spec.origin.distribution == "lookinside-gradnorm"
     assert [o.name for o in spec.options] == ["vanish", "explode", "every"]
     assert spec.events == ["begin_fit", "begin_epoch", "after_backward", "after_epoch", "after_fit"]
+
+
+def test_plot_draws_each_layers_norms_per_epoch() -> None:
+    plugin = GradNorm()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    Learner(model, DataBunch.from_tensors(x, y, bs=4), plugins=[plugin], defaults=False).fit(2)
+    ax = plugin.plot()
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == ["0", "2"]
+    for line, layer in zip(lines, plugin.layers):
+        assert list(line.get_ydata()) == [row[layer] for row in plugin.history]
+    assert ax.get_yscale() == "log"
