@@ -116,10 +116,12 @@ class Checkpoint:
     """
 
     name = "checkpoint"
-    event_order: ClassVar[dict[str, int]] = {"begin_fit": order.RESUME}
+    event_order: ClassVar[dict[str, int]] = {"begin_fit": order.RESUME, "after_fit": order.SAVE}
     """Its ``begin_fit`` runs first of all: a resumed fit's state (weights, counters,
     every plugin's state) is back, and ``learner.resuming`` is true, before any other
-    plugin's ``begin_fit`` opens a file or reads the start epoch."""
+    plugin's ``begin_fit`` opens a file or reads the start epoch. Its ``after_fit``
+    runs first too: after Ctrl-C, ``interrupted.pt`` holds the state as the fit left
+    it, written before other plugins tidy up or draw their plots."""
     order = order.CHECKPOINT
     pause_during_sweeps = True
     """Detached while :func:`plugins.lr_finder.lr_find` sweeps: a sweep is not saved."""

@@ -721,3 +721,11 @@ def test_state_is_back_before_any_other_plugins_begin_fit(tmp_path: Path) -> Non
     opener.seen.clear()
     resumed.fit(1)  # a new fit: nothing to resume
     assert opener.seen == [(False, 0, True)] and resumed.resuming is False
+
+
+def test_interrupted_state_is_saved_before_the_slow_after_fit_work() -> None:
+    from engine.testing import make_learner
+
+    learner = make_learner(["metrics", "recorder", "activation_stats", "checkpoint:dir=/tmp"])
+    assert learner.plugins.receivers("after_fit")[0] == "checkpoint"
+    assert learner.plugins.receivers("after_epoch")[-1] == "checkpoint"  # order 80 elsewhere
