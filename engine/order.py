@@ -15,7 +15,7 @@ constant               value  why there
 =====================  =====  ================================================================
 ``RESUME``             -100   ``checkpoint``'s ``begin_fit`` only (its ``event_order``): a resumed
                               fit's state is back before any other plugin's ``begin_fit`` runs
-``SAVE``               -100   ``checkpoint``'s ``after_fit`` only: ``interrupted.pt`` is written
+``SAVE``               -90    ``checkpoint``'s ``after_fit`` only: ``interrupted.pt`` is written
                               before the slow ``after_fit`` work (plots) a second Ctrl-C may cut
 ``DEVICE``             -50    moves the model in begin_fit and each batch in begin_batch before
                               anything reads them
@@ -45,7 +45,7 @@ relative order is what the tests pin.
 from __future__ import annotations
 
 RESUME = -100
-SAVE = -100
+SAVE = -90
 DEVICE = -50
 DDP = -45
 SCHEDULE = -20
