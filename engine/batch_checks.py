@@ -6,15 +6,17 @@ Long but found Float``, a size mismatch deep in a kernel, or, on a GPU, a
 device-side assert that ends the process. The loop checks the first training batch
 of each fit once (:func:`check_targets`, one read of the labels' range from the
 device) and, when the model or the loss raises on it, adds a note with the batch's
-shapes (:func:`describe_batch`). What is checked, for a classification output
-``(N, C)`` and targets ``(N,)``:
+shapes (:func:`describe_batch`). What is checked, for ``cross_entropy`` or
+``nll_loss`` (function or module) on an output ``(N, C)`` and targets ``(N,)``:
 
 - as many outputs as targets;
-- integer labels between 0 and ``C - 1``: a negative label, or one the model has
-  no output for (fewer outputs than classes);
-- float labels given to ``cross_entropy``, which needs class indices.
+- integer labels between 0 and ``C - 1`` (the loss's ``ignore_index``, -100 by
+  default, left out): a negative label, or one the model has no output for (fewer
+  outputs than classes);
+- float labels, where the loss needs class indices.
 
-Anything else (regression, segmentation, a loss of your own) is left to the loss.
+Anything else (regression, segmentation, sequence losses, a loss of your own) is
+left to the loss.
 The errors are :class:`~engine.exceptions.BatchError`: one line on the command line,
 exit status 2, before anything was trained or written.
 """
@@ -63,29 +65,32 @@ SINGLE_SAMPLE = (
 """The note on an error raised by the model on a training batch of one sample."""
 
 
-def forward_note(xb: Any, yb: Any, first: bool) -> str | None:
+def forward_note(exc: BaseException, xb: Any, yb: Any, first: bool) -> str | None:
     """The note for an error the model raised on a training batch, if any helps.
 
     On the fit's first batch, the batch's shapes (the model's input is the usual
-    suspect: flat rows into a convolution...); on a batch of one sample, why batch
-    norm fails on it (the last batch of an epoch can be that small).
+    suspect: flat rows into a convolution...); when batch norm refused a batch of
+    one sample, why (the last batch of an epoch can be that small).
 
+    :param exc: what the model raised.
     :param xb: the inputs.
     :param yb: the targets.
     :param first: whether this is the fit's first training batch.
     """
-    shape = getattr(xb, "shape", None)
-    if shape is not None and len(shape) > 0 and shape[0] == 1:
+    if "Expected more than 1 value per channel" in str(exc):
         return SINGLE_SAMPLE.format(inputs=describe(xb))
     return describe_batch(xb, yb) if first else None
 
 
 def is_cross_entropy(loss_func: Callable[..., Any]) -> bool:
-    """Whether ``loss_func`` is ``F.cross_entropy`` or an ``nn.CrossEntropyLoss``."""
+    """Whether ``loss_func`` takes class indices: ``cross_entropy`` or ``nll_loss``,
+    as functions or modules."""
     import torch.nn.functional as F
     from torch import nn
 
-    return loss_func is F.cross_entropy or isinstance(loss_func, nn.CrossEntropyLoss)
+    return loss_func in (F.cross_entropy, F.nll_loss) or isinstance(
+        loss_func, (nn.CrossEntropyLoss, nn.NLLLoss)
+    )
 
 
 def check_targets(pred: Any, yb: Any, loss_func: Callable[..., Any]) -> None:
@@ -100,28 +105,26 @@ def check_targets(pred: Any, yb: Any, loss_func: Callable[..., Any]) -> None:
 
     if not (isinstance(pred, torch.Tensor) and isinstance(yb, torch.Tensor)):
         return
-    if pred.dim() == 0 or yb.dim() == 0:
-        return
+    if not (pred.dim() == 2 and yb.dim() == 1 and is_cross_entropy(loss_func)):
+        return  # not classification with cross_entropy: the loss knows what it needs
     shapes = f"model output {describe(pred)}, targets {describe(yb)}"
     if pred.shape[0] != yb.shape[0]:
         raise BatchError(
             f"the model gave {pred.shape[0]} outputs for {yb.shape[0]} targets ({shapes}): "
             "the model must keep the batch dimension first"
         )
-    if not (pred.dim() == 2 and yb.dim() == 1):
-        return  # not a classification output: the loss knows what it needs
     classes = pred.shape[1]
     if yb.is_floating_point():
-        if is_cross_entropy(loss_func):
-            raise BatchError(
-                f"the labels are {str(yb.dtype).removeprefix('torch.')} but cross_entropy "
-                f"takes class indices ({shapes}): give integer labels (yb.long()), or a "
-                "loss for float targets (loss_func=F.mse_loss...)"
-            )
+        raise BatchError(
+            f"the labels are {str(yb.dtype).removeprefix('torch.')} but cross_entropy "
+            f"takes class indices ({shapes}): give integer labels (yb.long()), or a "
+            "loss for float targets (loss_func=F.mse_loss...)"
+        )
+    ignored = getattr(loss_func, "ignore_index", -100)  # cross_entropy's default
+    kept = yb[yb != ignored]
+    if yb.dtype == torch.bool or kept.numel() == 0:
         return
-    if yb.dtype == torch.bool or yb.numel() == 0:
-        return
-    low, high = torch.stack(torch.aminmax(yb)).tolist()  # the one read from the device
+    low, high = torch.stack(torch.aminmax(kept)).tolist()  # the one read from the device
     if low < 0:
         raise BatchError(
             f"the first batch has a negative label, {low} ({shapes}): labels should be "

@@ -246,21 +246,22 @@ class Learner:
         """Attach a plugin object; returns it. Names must be unique.
 
         :param plugin: the plugin object.
-        :param name: its name; by default its ``name`` attribute, else the name its
-            class is registered under by a plugin module, else its class name in
-            snake_case: the same name it gets when enabled by name.
+        :param name: its name; by default the name its class is registered under by
+            a plugin module (the name it gets when enabled by name), else its
+            ``name`` attribute, else its class name in snake_case.
         """
         return self.plugins.add(plugin, self._name_for(plugin, name))
 
     def _name_for(self, plugin: object, name: str | None = None) -> str:
+        """The name given; else the one its class is registered under (as by name);
+        else its ``name`` attribute; else its class name in snake_case."""
         if name:
             return name
         own = getattr(plugin, "name", None)
-        if isinstance(own, str) and own:
-            return own
-        if self.catalog is None:
+        if self.catalog is None and not (isinstance(own, str) and own):
             self.catalog = load_catalog()  # only for an object without a name attribute
-        return self.catalog.name_of(plugin) or plugin_name(plugin)
+        registered = self.catalog.name_of(plugin) if self.catalog is not None else None
+        return registered or plugin_name(plugin)
 
     def remove_plugin(self, name: str) -> object:
         """Detach the plugin called ``name``; returns it."""
@@ -457,7 +458,7 @@ class Learner:
         except CancelException:
             raise
         except Exception as exc:
-            note = batch_checks.forward_note(self.xb, self.yb, first)
+            note = batch_checks.forward_note(exc, self.xb, self.yb, first)
             if note:
                 add_note(exc, note)
             raise
@@ -701,16 +702,16 @@ class Learner:
 
     def _facts(self) -> dict[str, str]:
         """What the learner is made of, for its text and HTML representations."""
-        params = sum(p.numel() for p in self.model.parameters())
-        opt = self.opt_func if isinstance(self.opt_func, type) else type(self.opt_func)
+        lazy = nn.parameter.UninitializedParameter  # a lazy layer before its first batch
+        params = sum(p.numel() for p in self.model.parameters() if not isinstance(p, lazy))
         facts = {
             "model": f"{type(self.model).__name__} ({params:,} parameters)",
             "data": _describe_data(self.data),
-            "loss": getattr(self.loss_func, "__name__", type(self.loss_func).__name__),
-            "optimizer": f"{getattr(opt, '__name__', opt)}, lr {self.lr:g}",
+            "loss": _callable_name(self.loss_func),
+            "optimizer": f"{_callable_name(self.opt or self.opt_func)}, lr {self.lr:g}",
         }
         if self.n_iter:
-            facts["trained"] = f"{self.n_epochs:g} epochs ({self.n_iter} batches)"
+            facts["trained"] = f"last fit {self.epochs} epochs, {self.n_iter} training batches"
         if self.out_dir is not None:
             facts["out_dir"] = str(self.out_dir)
         return facts
@@ -755,6 +756,14 @@ def _send(signal: NamedSignal, learner: Learner) -> None:
     except BaseException as exc:
         _add_note(exc, None, f"{signal.name}' (to a receiver connected by hand to the signal")
         raise
+
+
+def _callable_name(thing: Any) -> str:
+    """``SGD``, ``cross_entropy``, ``AdamW`` for ``partial(AdamW, ...)``: what a reader knows it by."""
+    if isinstance(thing, partial):
+        return _callable_name(thing.func)
+    name = getattr(thing, "__name__", None)  # classes and functions; not their instances
+    return name if isinstance(name, str) else type(thing).__name__
 
 
 def _describe_data(data: DataBunch) -> str:

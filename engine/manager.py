@@ -222,6 +222,13 @@ class Catalog:
             raise self.broken[name].as_error()
         if name in self.unloaded:
             self.load_distribution_of(name)
+            if name in self.plugins or name in self.broken:
+                return self.get(name)
+        if self.unloaded:
+            # a plugin's name may differ from its entry point's (its class's ``name``):
+            # only importing tells, so the rest is loaded before the name is called unknown
+            for entry_point in list(self.unloaded):
+                self.load_distribution_of(entry_point)
             return self.get(name)
         if name in self.blocked:
             dist_name = _distribution(self.blocked[name])[0]

@@ -11,7 +11,9 @@ This module closes that gap, and does nothing at all outside a notebook kernel:
   not the cell keeps the returned ``Axes`` (``ax = recorder.plot_loss()`` shows the
   plot too, as ``pyplot`` does). No ``%matplotlib inline`` is needed.
 - A figure or its ``Axes`` left as the cell's value is shown as the cell's result
-  (a PNG), not as ``<Axes: ...>`` text, and not a second time at the end.
+  (a PNG), not as ``<Axes: ...>`` text, and not a second time at the end. Only
+  lookinside's figures (marked by :func:`figure_made`): ``pyplot``'s keep whatever
+  its inline backend does with them.
 - Figures drawn only to be written to a file (:func:`not_shown`: the observers'
   ``after_fit`` plots) are not shown.
 
@@ -74,12 +76,18 @@ def not_shown() -> Iterator[None]:
         _quiet.reset(token)
 
 
+MARK = "_lookinside_figure"
+"""The attribute that marks a figure as lookinside's: only those are rendered by the
+formatters installed here, so that ``pyplot``'s figures stay its inline backend's."""
+
+
 def figure_made(figure: Figure) -> None:
     """Note a new figure: in a notebook cell (and outside :func:`not_shown`), it is
     shown when the cell ends. Elsewhere this does nothing.
 
     :param figure: the figure, as made by :func:`observers.plots.new_figure`.
     """
+    setattr(figure, MARK, True)
     if _quiet.get():
         return
     shell = kernel_shell()
@@ -142,16 +150,36 @@ def _install(shell: Any) -> None:
     from matplotlib.figure import Figure
 
     png = shell.display_formatter.formatters["image/png"]
-    png.for_type(Figure, figure_png)
-    png.for_type(Axes, _axes_png)
+    for kind, ours in ((Figure, _figure_formatter), (Axes, _axes_formatter)):
+        previous = png.for_type(kind, ours)
+        if previous is not None and previous is not ours:
+            _previous[kind] = previous  # pyplot's inline backend's, for its own figures
     if shell in _installed:
         return
     shell.events.register("post_run_cell", _show_pending)
     _installed.add(shell)
 
 
-def _axes_png(ax: Any) -> bytes:
-    return figure_png(ax.figure)
+_previous: dict[type, Any] = {}
+"""The PNG formatters the ones installed here replaced, by type."""
+
+
+def _figure_formatter(figure: Any) -> bytes | None:
+    if getattr(figure, MARK, False):
+        return figure_png(figure)
+    previous = _previous.get(type(figure)) or _previous_for(figure)
+    return previous(figure) if previous is not None else None  # None: no PNG from us
+
+
+def _axes_formatter(ax: Any) -> bytes | None:
+    if getattr(ax.figure, MARK, False):
+        return figure_png(ax.figure)
+    previous = _previous_for(ax)
+    return previous(ax) if previous is not None else None
+
+
+def _previous_for(obj: Any) -> Any:
+    return next((f for kind, f in _previous.items() if isinstance(obj, kind)), None)
 
 
 def _show_pending(result: Any = None) -> None:

@@ -155,22 +155,25 @@ def tiny_model(data: DataBunch | None = None, seed: int = 0) -> nn.Module:
     """A small model for ``data`` (:func:`tiny_data`'s by default): a linear layer on
     flat features, a small convolution, ReLU and linear head on images.
 
-    :param data: the data it must fit (its first batch's shape and ``data.c``).
-    :param seed: torch's seed for the initial weights.
+    :param data: the data it must fit (its ``input_shape``, else its first batch's
+        shape, and ``data.c``).
+    :param seed: the seed of the initial weights; torch's global random state is
+        left as it was.
     """
     data = data if data is not None else tiny_data()
-    xb, _ = next(iter(data.train_dl))
+    shape = data.input_shape or tuple(next(iter(data.train_dl))[0].shape[1:])
     classes = data.c or 2
-    torch.manual_seed(seed)
-    if xb.dim() == 2:
-        return nn.Linear(xb.shape[1], classes)
-    return nn.Sequential(
-        nn.Conv2d(xb.shape[1], 4, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4, classes),
-    )
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
+        torch.manual_seed(seed)
+        if len(shape) == 1:
+            return nn.Linear(shape[0], classes)
+        return nn.Sequential(
+            nn.Conv2d(shape[0], 4, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, classes),
+        )
 
 
 def make_learner(

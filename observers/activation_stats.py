@@ -135,7 +135,8 @@ class ActivationStats:
         self.names: list[str] = []
         """The hooked modules' names in the current (or last) fit."""
         self.iterations: list[int] = []
-        """The training batch (0-based, over the fit) of each row recorded so far."""
+        """The training batch (0-based, over the run: a resumed fit goes on counting) of each
+        row recorded so far."""
         self.epochs: list[int] = []
         self.train_rows: list[bool] = []
         self.capacity = 0
@@ -157,7 +158,6 @@ class ActivationStats:
         self._rows = 0
         self._stride = 1
         self._seen = 0
-        self._train_seen = 0
         self._fired = False
         self._begun = False
         self._grad_scale: Tensor | None = None
@@ -172,7 +172,7 @@ class ActivationStats:
         self._begun = True  # after_fit reports only a fit whose record began here
         self.data = self.grad_data = None
         self.iterations, self.epochs, self.train_rows, self.written = [], [], [], []
-        self._rows, self._stride, self._seen, self._train_seen = 0, 1, 0, 0
+        self._rows, self._stride, self._seen = 0, 1, 0
         self.batch_size = None
         named = select_modules(learner.model, self.patterns, self.types)
         self.names = [name for name, _ in named]
@@ -189,9 +189,7 @@ class ActivationStats:
         from torch import Tensor
 
         self._row = -1
-        if learner.in_train:
-            self._train_seen += 1
-        elif not self.valid:
+        if not learner.in_train and not self.valid:
             return
         seen = self._seen
         self._seen += 1
@@ -204,7 +202,9 @@ class ActivationStats:
         self._row = self._rows
         self._rows += 1
         self._fired = False
-        self.iterations.append(self._train_seen - 1)
+        # the training batch over the run (a resumed fit goes on counting): this one,
+        # or for a validation row the last one trained
+        self.iterations.append(learner.n_iter if learner.in_train else learner.n_iter - 1)
         self.epochs.append(learner.epoch)
         self.train_rows.append(bool(learner.in_train))
         if self.batch_size is None and learner.in_train and isinstance(learner.xb, Tensor):

@@ -145,9 +145,19 @@ class Progress:
 
     def after_cancel_train(self, learner: Learner) -> None:
         cancelled = learner.cancelled
-        if learner.is_main and cancelled is not None and not getattr(cancelled, "printed", False):
-            reason = str(cancelled) or "no reason given"
-            self._write(f"stopped after epoch {learner.epoch}: {reason}")
+        if not learner.is_main or cancelled is None:
+            return
+        shown = bool(self.rows) and self.rows[-1].get("epoch") == learner.epoch
+        if not shown and set(learner.log) - {"epoch"}:
+            # stopped in after_epoch before this plugin showed the row it decided on
+            self._close()
+            self._show_row(dict(learner.log))
+            shown = True
+        if getattr(cancelled, "printed", False):
+            return
+        when = "after" if shown else "during"
+        reason = str(cancelled) or "no reason given"
+        self._write(f"stopped {when} epoch {learner.epoch}: {reason}")
 
     def after_fit(self, learner: Learner) -> None:
         self._close(overall=True)

@@ -112,11 +112,10 @@ class TensorBoard:
         self._losses: list[Tensor] = []
         self._steps: list[int] = []
         self._lrs: list[tuple[int, list[Any]]] = []
-        self._step = 0
         self._done: dict[str, int] = {}
         """Per kind of data, the last training batch whose statistics were written."""
         self._windows: dict[str, int] = {}
-        """Per kind of data, the last training batch a histogram covered."""
+        """Per kind of data, the first training batch of the next histogram's window."""
 
     def begin_fit(self, learner: Learner) -> None:
         self._close()
@@ -132,7 +131,7 @@ class TensorBoard:
             log_dir=None if folder is None else str(folder), flush_secs=self.flush_secs
         )
         self.path = Path(self._writer.log_dir)
-        self._losses, self._steps, self._lrs, self._step = [], [], [], 0
+        self._losses, self._steps, self._lrs = [], [], []
         self._done, self._windows = {}, {}
 
     def after_batch(self, learner: Learner) -> None:
@@ -140,8 +139,7 @@ class TensorBoard:
 
         if not learner.in_train or self._writer is None:
             return
-        step = self._step
-        self._step += 1
+        step = learner.n_iter - 1  # counted over the run: a resumed fit goes on from it
         loss = learner.loss
         if isinstance(loss, Tensor):
             self._losses.append(loss.detach())
@@ -155,22 +153,22 @@ class TensorBoard:
         if writer is None:
             return
         self._write_losses()
-        step = max(self._step - 1, 0)  # the epoch's last training batch
+        step = max(learner.n_iter - 1, 0)  # the epoch's last training batch
         for key, value in learner.log.items():
             if is_number(value):
                 writer.add_scalar(f"epoch/{key}", float(value), step)
-        self._write_layers(learner, epoch_over=True)
+        self._write_layers(learner, final=False)
         writer.flush()
 
     def after_fit(self, learner: Learner) -> None:
         try:
             if self._writer is not None:  # what a fit stopped mid-epoch left
                 self._write_losses()
-                self._write_layers(learner, epoch_over=True)
+                self._write_layers(learner, final=True)
         finally:
             self._close()
 
-    def _write_layers(self, learner: Learner, epoch_over: bool) -> None:
+    def _write_layers(self, learner: Learner, final: bool) -> None:
         stats = next((p for p in learner.plugins.values() if isinstance(p, ActivationStats)), None)
         if stats is None:
             return
@@ -182,21 +180,28 @@ class TensorBoard:
                 after = self._done.get(data.kind, -1)
                 self._done[data.kind] = log_layer_scalars(self._writer, train, after)
             if self.histograms:
-                self._write_histograms(train, epoch_over)
+                self._write_histograms(train, final)
 
-    def _write_histograms(self, train: ActivationData, epoch_over: bool) -> None:
-        start = self._windows.get(train.kind, -1) + 1
+    def _write_histograms(self, train: ActivationData, final: bool) -> None:
+        """The windows of training batches that are over: each epoch's (``every`` none),
+        or each ``every`` batches' (aligned on multiples of it); at the fit's end
+        (``final``), whatever is left too."""
+        if not train.iterations:
+            return
         every = self.histogram_every
-        last = train.iterations[-1] if train.iterations else -1
+        first, last = train.iterations[0], train.iterations[-1]
+        start = self._windows.get(train.kind)
+        if start is None:  # a resumed fit starts past 0
+            start = first if every is None else first // every * every
         while start <= last:
-            end = start + every - 1 if every is not None else last
-            if end > last and not (every is None and epoch_over):
-                break  # the window is not over yet
+            end = last if every is None else start + every - 1
+            if end > last and not final:
+                break  # the window goes on into the next epoch
             rows = [i for i, it in enumerate(train.iterations) if start <= it <= end]
             if rows:
                 log_histograms(self._writer, train, rows, train.iterations[rows[-1]])
-            self._windows[train.kind] = end
             start = end + 1
+            self._windows[train.kind] = start
 
     def _write_losses(self) -> None:
         import torch

@@ -31,18 +31,21 @@ share of the whole fall (top to minimum) from the top: before it, the loss is fl
 
 
 def fall(smoothed: Iterable[float], skip_start: int = 0) -> float:
-    """How far the smoothed loss fell below its start, as a share of the start.
+    """How far the smoothed loss fell below its start, as a share of the start's size.
 
     The start is the first point after ``skip_start``; only the finite points
-    before the first non-finite one count. NaN with fewer than 2 of them.
+    before the first non-finite one count. NaN with fewer than 2 of them. A loss
+    that can be negative (a Gaussian negative log-likelihood) is measured against
+    the start's magnitude, or against the span of the curve when it starts at 0.
 
     :param smoothed: the smoothed loss of each point of the sweep.
     :param skip_start: how many points at the start to leave out.
     """
     values = _finite_prefix(list(smoothed)[skip_start:])
-    if len(values) < 2 or values[0] <= 0:
+    if len(values) < 2:
         return math.nan
-    return (values[0] - min(values)) / values[0]
+    scale = abs(values[0]) or (max(values) - min(values))
+    return (values[0] - min(values)) / scale if scale else 0.0
 
 
 def _finite_prefix(values: list[float]) -> list[float]:

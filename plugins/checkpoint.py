@@ -20,10 +20,14 @@ Plugin states are stored under the plugin's name and given back to the plugin of
 that name when resuming.
 
 Resuming (``resume=PATH``; ``lookinside fit --resume PATH``) happens in
-``begin_fit`` at this plugin's order (80), that is after the loop reset the
-counters, after ``device`` moved the model and after the other plugins reset their
-own state. The file is read onto the CPU and copied into the model wherever it
-lives; the optimizer's state follows its parameters. The fit continues with the
+``begin_fit``, which this plugin runs before every other plugin's
+(``event_order``, :data:`engine.order.RESUME`): after the loop reset the counters,
+before ``device`` moves the model and before any other plugin's ``begin_fit``, which
+then sees its own state back and ``learner.resuming`` true (a plugin that resets its
+state in ``begin_fit`` must keep a restored one, as ``early_stopping`` and
+``mixed_precision`` do). The file is read onto the CPU and copied into the model
+wherever it lives; the optimizer's state follows its parameters (``device`` moves
+both). The fit continues with the
 epoch after the saved one, so training 4 epochs and training 2, stopping and
 resuming for the rest give the same weights, bit for bit on the CPU.
 """

@@ -118,7 +118,7 @@ class EarlyStopping:
     def begin_fit(self, learner: Learner) -> None:
         check_monitor(learner, self.monitor, "early_stopping", "")
         self._learner = weakref.ref(learner)
-        if self._loaded:  # resumed: the checkpoint plugin (order 80) just loaded our state
+        if self._loaded:  # resumed: checkpoint's begin_fit (order.RESUME) just loaded our state
             self._loaded = False
             if self.stopped_reason is not None:
                 printed = self._announce(" (restored from the checkpoint)")

@@ -117,14 +117,14 @@ class MixedPrecision:
         return {"scaler": self.scaler.state_dict() if self.scaler is not None else {}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the scaler's state now, or when ``begin_fit`` creates the scaler."""
+        """Restore the scaler's state now, and again into the scaler the next
+        ``begin_fit`` creates (a resumed fit loads its checkpoint before that)."""
         scaler_state = state.get("scaler") or {}
         if not scaler_state:
             return
         if self.scaler is not None:
             self.scaler.load_state_dict(scaler_state)
-        else:
-            self._pending_state = scaler_state
+        self._pending_state = scaler_state
 
     # -- events ------------------------------------------------------------------
 

@@ -117,3 +117,34 @@ class ShiftLabels:
 
     def begin_batch(self, learner: object) -> None:
         learner.yb = learner.yb + 10  # type: ignore[attr-defined]
+
+
+def test_other_losses_ignored_labels_and_other_shapes_are_left_alone() -> None:
+    binary = make_learner(
+        model=nn.Linear(4, 1),
+        data=data(labels(0, 1)),
+        loss_func=lambda p, t: F.binary_cross_entropy_with_logits(p.squeeze(1), t.float()),
+    )
+    binary.fit(1)  # one output, labels 0/1: right for this loss
+    regression = make_learner(
+        model=nn.Linear(4, 1),
+        data=data(labels(3, 41)),
+        loss_func=lambda p, t: F.mse_loss(p.squeeze(1), t.float()),
+    )
+    regression.fit(1)
+    ignored = labels(0, 1, -100, 1)
+    make_learner(model=nn.Linear(4, 2), data=data(ignored)).fit(1)  # -100: ignored
+    with pytest.raises(BatchError, match="a negative label, -1"):
+        make_learner(model=nn.Linear(4, 2), data=data(labels(0, -1))).fit(1)
+    own = nn.CrossEntropyLoss(ignore_index=-1)
+    make_learner(model=nn.Linear(4, 2), data=data(labels(0, -1)), loss_func=own).fit(1)
+    time_major = torch.zeros(10, 3, 5)  # (T, N, C), as ctc_loss takes it
+    check_targets(time_major, torch.ones(3, 4, dtype=torch.long), F.cross_entropy)
+
+
+def test_no_batch_norm_note_for_other_errors_on_a_batch_of_one() -> None:
+    model = nn.Linear(5, 2)  # the data has 4 features: a shape error, no batch norm
+    learner = make_learner(model=model, data=data(labels(0, 1, 0, 1, 1)[:17], bs=8))
+    with pytest.raises(RuntimeError) as info:
+        learner.fit(1)
+    assert not any("one sample" in note for note in getattr(info.value, "__notes__", []))

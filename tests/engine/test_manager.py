@@ -543,3 +543,32 @@ def test_autoload_off_a_named_plugin_brings_its_packages_datasets_and_commands(
     monkeypatch.setenv("LOOKINSIDE_PLUGINS", "lookinside-weightwatch")
     assert main(["weightwatch-report"]) == 0
     assert capsys.readouterr().out == "weightwatch report\n"
+
+
+def test_autoload_off_finds_a_plugin_named_unlike_its_entry_point(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_distribution(
+        site,
+        "lookinside-fancy",
+        {"fancy": "fancy_module"},
+        {
+            "fancy_module": """
+                from engine import hookimpl
+
+                class Fancy:
+                    name = "fancy_stats"
+
+                    def after_epoch(self, learner):
+                        pass
+
+                @hookimpl
+                def lookinside_register(register):
+                    register(Fancy)
+            """
+        },
+    )
+    monkeypatch.setenv("LOOKINSIDE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert load_catalog().get("fancy_stats").name == "fancy_stats"  # by the class's name
+    with pytest.raises(PluginError, match="unknown plugin 'fancy' \\(did you mean 'fancy_stats'"):
+        load_catalog().get("fancy")  # the entry point's name is not the plugin's

@@ -165,6 +165,13 @@ KERNEL_CELLS = [
     """,
     "learner.plugins",
     "learner.plugins['activation_stats'].diagnosis",
+    """
+    %matplotlib inline
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3])
+    ax
+    """,
 ]
 
 
@@ -201,6 +208,9 @@ def test_in_a_real_kernel(tmp_path):
     assert kinds(outputs[3]) == [("execute_result", "text/html")]
     assert "activation_stats" in outputs[3][0].data["text/html"]
     assert kinds(outputs[4]) == [("execute_result", "text/html")]
+    # pyplot's own figure: shown once, by pyplot's inline backend, not again by us
+    images = [out for out in outputs[5] if "image/png" in out.get("data", {})]
+    assert len(images) == 1, kinds(outputs[5])
     assert (tmp_path / "runs" / "loss.png").exists()  # files written, not shown
 
 
@@ -239,3 +249,21 @@ def test_learner_and_its_plugins_show_what_is_attached_with_options():
     html = learner._repr_html_()
     assert "<td style='text-align:left'>bar=False</td>" in html
     assert html.count("<tr>") == 4 + 1 + len(rows)  # model, data, loss, optimizer; header, plugins
+
+
+def test_the_learners_description_holds_for_unusual_learners():
+    from functools import partial
+
+    import torch
+    from torch import nn
+
+    from engine.testing import make_learner
+
+    opt = partial(torch.optim.AdamW, weight_decay=0.1)
+    learner = make_learner(model=nn.Sequential(nn.LazyLinear(2)), opt_func=opt)
+    lines = repr(learner).splitlines()  # a lazy layer before its first batch: no error
+    assert lines[0] == "Learner of Sequential (0 parameters)"
+    assert "  optimizer: AdamW, lr 0.1" in lines
+    learner.fit(2)
+    assert "  trained: last fit 2 epochs, 8 training batches" in repr(learner).splitlines()
+    assert repr(learner).splitlines()[0] == "Learner of Sequential (10 parameters)"

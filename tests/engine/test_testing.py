@@ -184,3 +184,26 @@ def test_a_plugin_has_one_name_however_it_is_attached(
     resumed.fit(3)
     assert as_object.seen == 3  # 2 restored from the checkpoint, then epoch 2
     sys.modules.pop("ww_module", None)
+
+
+def test_the_registered_name_wins_over_the_objects_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = NAMELESS.replace("    register(WeightWatch)", '    register(WeightWatch, name="ww")')
+    source = source.replace("class WeightWatch:\n", 'class WeightWatch:\n    name = "own"\n')
+    (tmp_path / "ww_named.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import ww_named
+
+    learner = make_learner([ww_named.WeightWatch()], modules=[ww_named])
+    assert list(learner.plugins) == ["ww"]  # as "-p ww" would name it
+    sys.modules.pop("ww_named", None)
+
+
+def test_the_default_model_leaves_the_callers_random_state_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = tiny_model()
+    assert torch.equal(torch.rand(3), expected)
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), tiny_model().parameters()))

@@ -172,3 +172,25 @@ def test_a_reason_the_plugin_printed_is_not_repeated(make_learner, capsys):
     stop = CancelTrainException("printed by the plugin", printed=True)
     make_learner([Progress(), _StopAt(0, stop)]).fit(5)
     assert "printed by the plugin" not in capsys.readouterr().out
+
+
+def test_the_row_a_stop_was_decided_on_is_shown_and_a_stop_mid_epoch_says_so(make_learner, capsys):
+    class Early(_StopAt):
+        order = 20  # after metrics wrote the epoch, before progress (30) shows it
+
+    make_learner([Metrics(), Progress(), Early(1, CancelTrainException("enough"))]).fit(5)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:-1]] == ["0", "1"]  # epoch 1's row shown
+    assert lines[-1] == "stopped after epoch 1: enough"
+
+    class MidEpoch:
+        name = "mid"
+
+        def after_batch(self, learner):
+            if learner.epoch == 1 and learner.iter == 0:
+                raise CancelTrainException("mid-epoch")
+
+    make_learner([Metrics(), Progress(), MidEpoch()]).fit(5)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:-1]] == ["0"]
+    assert lines[-1] == "stopped during epoch 1: mid-epoch"

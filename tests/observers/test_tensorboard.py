@@ -178,3 +178,24 @@ def test_bad_options_say_what_is_expected() -> None:
         TensorBoard(histogram_every=0)
     with pytest.raises(TypeError, match="scalars should be a bool"):
         TensorBoard(scalars="yes")  # type: ignore[arg-type]
+
+
+def test_the_last_window_is_written_when_the_fit_ends(tmp_path: Path) -> None:
+    stats = ActivationStats(sample=0, save=False, report=False)
+    fit(tmp_path, stats, TensorBoard(histogram_every=4, scalars=False), epochs=2)
+    hists = read(tmp_path / "tensorboard").Histograms("activations/0 (Conv2d+ReLU)")
+    assert [e.step for e in hists] == [3, 5]  # batches 0-3, then 4-5 when the fit ended
+
+
+def test_a_resumed_fit_goes_on_along_the_same_step_axis(tmp_path: Path) -> None:
+    stats = ActivationStats(sample=0, save=False, report=False)
+    fit(tmp_path, Metrics(), stats, TensorBoard(), "checkpoint:monitor=none")
+    last = tmp_path / "checkpoints" / "last.pt"
+    again = ActivationStats(sample=0, save=False, report=False)
+    board = TensorBoard(log_dir=str(tmp_path / "resumed"))
+    fit(tmp_path, Metrics(), again, board, f"checkpoint:monitor=none,resume={last}", epochs=4)
+    events = read(tmp_path / "resumed")
+    assert [(e.step, e.value) for e in events.Scalars("epoch/epoch")] == [(8, 2.0), (11, 3.0)]
+    assert [e.step for e in events.Scalars("batch/train_loss")] == list(range(6, 12))
+    assert again.data is not None and again.data.iterations[0] == 6
+    assert [e.step for e in events.Histograms("activations/0 (Conv2d+ReLU)")] == [8, 11]

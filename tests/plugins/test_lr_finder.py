@@ -18,6 +18,7 @@ from engine import Learner
 from engine import PluginError
 from engine.cli import main
 from engine.learner_state import FIT_ATTRIBUTES
+from plugins._lr_find_result import fall
 from plugins._lr_find_result import valley
 from plugins.lr_finder import LRFinder
 from plugins.lr_finder import LRFindResult
@@ -442,3 +443,13 @@ def test_the_valley_on_digits_is_a_rate_the_model_trains_at() -> None:
     from tests.outcomes import LR_FIND_VALLEY_TRAINS
 
     LR_FIND_VALLEY_TRAINS.check(0)
+
+
+def test_a_negative_loss_that_falls_gets_suggestions() -> None:
+    """A Gaussian NLL can be negative: it falls from -0.5 to -2.5 as well as 3 falls to 1."""
+    lrs = [10.0 ** (-5 + 0.5 * i) for i in range(11)]
+    shape = [2.5, 2.5, 2.4, 2.0, 0.5, -1.5, -1.7, -1.8, -1.75, -0.5, 3.0]
+    negative = [v - 3.0 for v in shape]  # -0.5 down to -4.8
+    positive = [v + 3.0 for v in shape]  # 5.5 down to 1.2
+    assert suggest(lrs, negative) == suggest(lrs, positive) != {}
+    assert fall([0.0, -1.0, -2.0]) == 1.0 and fall([1.0, 1.0]) == 0.0

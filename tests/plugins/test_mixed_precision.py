@@ -310,3 +310,29 @@ def test_events_run_outside_autocast_the_forward_and_loss_inside() -> None:
     learner = fit(MixedPrecision(), early, late)
     assert early.seen == late.seen == [("after_pred", False), ("after_loss", False)] * 3
     assert [enabled for enabled, _, _ in learner.model.seen] == [True] * 3  # type: ignore[attr-defined]
+
+
+def test_a_second_fit_resumed_from_a_checkpoint_keeps_the_saved_scale(tmp_path) -> None:
+    """checkpoint restores before mixed_precision's begin_fit makes a new scaler."""
+    from engine.testing import make_learner
+    from engine.testing import tiny_data
+
+    learner = make_learner(["mixed_precision:dtype=float16"], data=tiny_data())
+    learner.fit(1)
+    plugin = learner.plugins["mixed_precision"]
+    plugin.scaler.update(1234.0)  # type: ignore[attr-defined]
+    state = learner.state_dict()
+    learner.fit(1)  # a new scaler, at the default scale
+    learner.load_state_dict(state)
+    seen: list[float] = []
+
+    class ScaleSpy:
+        name = "scale_spy"
+        order = 100  # after mixed_precision's begin_fit made its scaler
+
+        def begin_fit(self, learner: object) -> None:
+            seen.append(plugin.scaler.get_scale())  # type: ignore[attr-defined]
+
+    learner.add_plugin(ScaleSpy())
+    learner.fit(1)
+    assert seen == [1234.0]
