@@ -139,6 +139,10 @@ class CheckpointError(PluginError):
     """A checkpoint file cannot be read, or does not fit the learner resuming from it."""
 
 
+ZIP_MAGIC = b"PK\x03\x04"
+"""How a file ``torch.save`` writes begins: it is a zip archive."""
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Read and check a checkpoint written by :class:`plugins.checkpoint.Checkpoint`.
 
@@ -162,6 +166,15 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     except OSError as exc:
         raise CheckpointError(f"checkpoint {where}: cannot be opened ({exc.strerror})") from exc
     with file:
+        head = file.read(4)
+        file.seek(0)
+        zipped = head.startswith(ZIP_MAGIC)
+        if not (zipped or head.startswith(b"\x80")):  # a zip archive, or torch's legacy pickle
+            shown = head.hex(" ") if head else "nothing: it is empty"
+            raise CheckpointError(
+                f"checkpoint {where}: not a checkpoint (torch.save writes a zip archive, "
+                f"which starts with 50 4b 03 04; this file starts with {shown})"
+            )
         try:
             with warnings.catch_warnings():
                 # a plain pickle makes torch warn about its protocol before failing
@@ -169,7 +182,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
                 state = torch.load(file, map_location=map_location, weights_only=True)
         except Exception as exc:  # torch raises many types (even OSError) for a damaged file
             reason = (str(exc).strip().splitlines() or [""])[0][:160]
-            if "Weights only load failed" in str(exc):
+            if zipped and "Weights only load failed" in str(exc):
                 problem = (
                     "it holds a type that weights_only loading refuses (a plugin state "
                     "or log value that is not a tensor, number, str, list, tuple or dict)"

@@ -498,8 +498,17 @@ def good_file(tmp_path: Path) -> Path:
     ("content", "message"),
     [
         ("half", "cannot be loaded; the file is truncated, damaged or not a checkpoint"),
-        ("empty", "cannot be loaded; the file is truncated, damaged or not a checkpoint"),
-        ("text", "cannot be loaded; the file is truncated, damaged or not a checkpoint"),
+        (
+            "empty",
+            "not a checkpoint (torch.save writes a zip archive, which starts with 50 4b 03 04; "
+            "this file starts with nothing: it is empty)",
+        ),
+        (
+            "text",
+            "not a checkpoint (torch.save writes a zip archive, which starts with 50 4b 03 04; "
+            "this file starts with 65 70 6f 63)",
+        ),
+        ("random", "not a checkpoint (torch.save writes a zip archive, which starts with"),
         (
             "state_dict",
             "not a lookinside checkpoint (no 'format'); it looks like a bare state_dict",
@@ -526,6 +535,8 @@ def test_damaged_or_foreign_files_are_clear_errors(
         path.write_bytes(b"")
     elif content == "text":
         path.write_text("epoch,loss\n0,1.5\n")
+    elif content == "random":
+        path.write_bytes(bytes(random.Random(0).randrange(1, 128) for _ in range(4096)))
     elif content == "state_dict":
         torch.save(state["model"], path)
     elif content == "list":
