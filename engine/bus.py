@@ -29,7 +29,6 @@ still run: the loop sends the signal, before the plugins, when it has receivers.
 
 from __future__ import annotations
 
-import html
 import inspect
 import logging
 import re
@@ -45,6 +44,7 @@ from typing import cast
 from engine import events as _events
 from engine._checks import did_you_mean
 from engine.exceptions import PluginValidationError
+from engine.notebook import html_table
 
 _EVENT_LIKE = re.compile(r"^(begin|after|before)_\w+$")
 
@@ -338,14 +338,8 @@ class PluginBus(Mapping[str, object]):
         rows = self.rows()
         if not rows:
             return "<p>no plugins attached</p>"
-        head = "".join(f"<th>{html.escape(key)}</th>" for key in rows[0])
-        body = "".join(
-            "<tr>"
-            + "".join(f"<td style='text-align:left'>{html.escape(v)}</td>" for v in row.values())
-            + "</tr>"
-            for row in rows
-        )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        cells = [list(row.values()) for row in rows]
+        return html_table(list(rows[0]), cells, lambda column, cell: "text-align:left")
 
     def __repr__(self) -> str:
         count = f"{len(self)} plugin" + ("" if len(self) == 1 else "s")

@@ -25,10 +25,14 @@ and a terminal IPython (no kernel, no inline images) shows nothing.
 from __future__ import annotations
 
 import contextvars
+import html
 import io
 import sys
 import weakref
+from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 from typing import Any
@@ -123,6 +127,31 @@ def display(obj: Any, *, display_id: bool = False) -> Any:
     from IPython.display import display as ipython_display
 
     return ipython_display(obj, display_id=display_id or None)  # type: ignore[no-untyped-call]
+
+
+def html_table(
+    header: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    style: Callable[[int, str], str] | None = None,
+) -> str:
+    """An HTML table of text cells, each escaped, its runs of spaces kept.
+
+    :param header: the column names.
+    :param rows: the rows, one text per column.
+    :param style: ``style(column, cell)`` gives a cell's CSS (``text-align:left``),
+        or ``""`` for none.
+    """
+
+    def td(column: int, text: str) -> str:
+        css = style(column, text) if style is not None else ""
+        shown = html.escape(text).replace("  ", "&nbsp;&nbsp;")
+        return f"<td style='{css}'>{shown}</td>" if css else f"<td>{shown}</td>"
+
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in header)
+    body = "".join(
+        "<tr>" + "".join(td(i, cell) for i, cell in enumerate(row)) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 class HTML:

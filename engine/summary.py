@@ -26,6 +26,7 @@ from torch import Tensor
 from torch import nn
 
 from engine.inference import evaluating
+from engine.notebook import html_table
 
 
 @dataclass(frozen=True)
@@ -123,24 +124,12 @@ class ModelSummary:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        cells = self.table()
-        head = "".join(f"<th>{html.escape(cell)}</th>" for cell in cells[0])
-        body = "".join(
-            "<tr>"
-            + "".join(
-                f"<td style='text-align:{'right' if i >= 3 else 'left'}'>"
-                f"{html.escape(cell).replace('  ', '&nbsp;&nbsp;')}</td>"
-                for i, cell in enumerate(line)
-            )
-            + "</tr>"
-            for line in cells[1:]
+        header, *lines = self.table()
+        table = html_table(
+            header, lines, lambda column, cell: f"text-align:{'right' if column >= 3 else 'left'}"
         )
         footer = "<br>".join(html.escape(line) for line in self.footer())
-        return (
-            f"<p><b>{html.escape(self.model)}</b> summary</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-            f"<p>{footer}</p>"
-        )
+        return f"<p><b>{html.escape(self.model)}</b> summary</p>{table}<p>{footer}</p>"
 
 
 def summarize(model: nn.Module, xb: Any, containers: bool = False) -> ModelSummary:

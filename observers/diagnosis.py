@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.atomic_write import atomic_write
+from engine.notebook import html_table
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -286,14 +287,14 @@ class Diagnosis:
 
     def _repr_html_(self) -> str:
         """The report as an HTML table with the advice, for a notebook."""
-        head = "".join(f"<th>{html.escape(name)}</th>" for name in _HEADER)
-        body = []
-        for row in self._rows():
-            cells = [f"<td style='text-align:left'>{html.escape(row[0])}</td>"]
-            cells += [f"<td>{html.escape(cell)}</td>" for cell in row[1:-1]]
-            style = "" if row[-1] == "ok" else " style='color:#b00;font-weight:bold'"
-            cells.append(f"<td{style}>{html.escape(row[-1])}</td>")
-            body.append("<tr>" + "".join(cells) + "</tr>")
+        last = len(_HEADER) - 1
+
+        def style(column: int, cell: str) -> str:
+            if column == 0:
+                return "text-align:left"  # the layer
+            return "color:#b00;font-weight:bold" if column == last and cell != "ok" else ""
+
+        table = html_table(_HEADER, self._rows(), style)
         context = ", ".join(
             f"{html.escape(key)} <b>{html.escape(value)}</b>" for key, value in self.context.items()
         )
@@ -307,7 +308,7 @@ class Diagnosis:
             f"<p>{context}</p>" if context else "",
             f"<p>Late training: the last {LATE_FRACTION:.0%} of {self.rows} recorded batches; "
             f"{html.escape(ratio)}.</p>",
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>",
+            table,
             "<ul>" + "".join(f"<li>{html.escape(line[2:])}</li>" for line in advice) + "</ul>",
             f"<details><summary>the columns</summary><p>{columns}</p></details>",
         ]

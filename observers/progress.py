@@ -10,7 +10,6 @@ nothing but a function call.
 
 from __future__ import annotations
 
-import html
 import importlib.util
 import math
 import sys
@@ -235,15 +234,9 @@ def _html_table(rows: list[dict[str, Any]]) -> notebook.HTML:
     for row in rows:
         keys += [key for key in row if key not in keys]
     cells = [[format_value(row.get(key)) for key in keys] for row in rows]
-    head = "".join(f"<th>{html.escape(key)}</th>" for key in keys)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in cells
-    )
     widths = [max(len(key), *(len(row[i]) for row in cells), 6) for i, key in enumerate(keys)]
     text = "\n".join([_join(keys, widths), *(_join(row, widths) for row in cells)])
-    return notebook.HTML(
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>", text
-    )
+    return notebook.HTML(notebook.html_table(keys, cells), text)
 
 
 def _join(cells: list[str], widths: list[int]) -> str:
