@@ -62,6 +62,7 @@ from engine.manager import tracing
 from engine.selection import PluginRequest
 from engine.selection import select
 from engine.summary import ModelSummary
+from engine.summary import describe_model
 from engine.summary import summarize
 from engine.training_loop import TrainingLoop
 
@@ -702,10 +703,8 @@ class Learner:
 
     def _facts(self) -> dict[str, str]:
         """What the learner is made of, for its text and HTML representations."""
-        lazy = nn.parameter.UninitializedParameter  # a lazy layer before its first batch
-        params = sum(p.numel() for p in self.model.parameters() if not isinstance(p, lazy))
         facts = {
-            "model": f"{type(self.model).__name__} ({params:,} parameters)",
+            "model": describe_model(self.model),
             "data": _describe_data(self.data),
             "loss": _callable_name(self.loss_func),
             "optimizer": f"{_callable_name(self.opt or self.opt_func)}, lr {self.lr:g}",

@@ -218,3 +218,15 @@ def _shapes(output: Any) -> tuple[tuple[int, ...], ...]:
 
 def _shape(shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def describe_model(model: nn.Module) -> str:
+    """``Sequential (15,594 parameters)``: a model in one phrase, for reprs and reports.
+
+    Parameters a lazy layer has not made yet (before its first batch) are not counted.
+
+    :param model: the model.
+    """
+    lazy = nn.parameter.UninitializedParameter
+    params = sum(p.numel() for p in model.parameters() if not isinstance(p, lazy))
+    return f"{type(model).__name__} ({params:,} parameters)"

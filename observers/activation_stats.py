@@ -345,10 +345,10 @@ def run_context(learner: Learner, batch_size: int | None) -> dict[str, str]:
     :param learner: the learner after its fit.
     :param batch_size: the training batch size, if known.
     """
-    model = learner.model
-    params = sum(p.numel() for p in model.parameters())
+    from engine.summary import describe_model
+
     context = {
-        "model": f"{type(model).__name__} ({params:,} parameters)",
+        "model": describe_model(learner.model),
         "lr": f"{learner.lr:.3g}",
         "epochs": f"{learner.n_epochs:g}",
     }
