@@ -15,29 +15,23 @@ from engine.nn import FLAT_NORMS
 from engine.nn import MODELS
 from engine.nn import BatchNorm
 from engine.nn import GeneralRelu
-from engine.nn import InstanceNorm
 from engine.nn import Lambda
-from engine.nn import LayerNorm
 from engine.nn import ModelError
 from engine.nn import ModelSpec
-from engine.nn import RunningBatchNorm
 from engine.nn import build_model
 from engine.nn import cnn
 from engine.nn import parse_activation
 from engine.nn import replace_modules
 from engine.nn.build import NORM_CHOICES
+from tests.engine.nn.test_models import NORM_TYPES as MODEL_NORM_TYPES
 
 BS, C = 4, 3
 IMAGES = SimpleNamespace(c=C, input_shape=(1, 8, 8), name="images")
 FLAT = SimpleNamespace(c=C, input_shape=(6,), name="flat")
 NORM_TYPES: dict[str, type[nn.Module]] = {
-    "batch": BatchNorm,
-    "torch_batch": nn.BatchNorm2d,
-    "layer": LayerNorm,
-    "instance": InstanceNorm,
-    "group": nn.GroupNorm,
-    "running_batch": RunningBatchNorm,
+    name: kind for name, kind in MODEL_NORM_TYPES.items() if name is not None and kind is not None
 }
+"""The module each norm name puts into a model (test_models' table, without "none")."""
 
 
 def _data_for(model: str) -> SimpleNamespace:
